@@ -1,0 +1,81 @@
+"""Atomic outputs: write to a temporary name in the same folder, then rename.
+
+A run killed half-way leaves only a hidden ``.*.tmp-*`` file, never a half-written
+file under the final name that Snakemake (or a person) could take as finished.
+"""
+import contextlib
+import csv
+import json
+import os
+import shutil
+import tempfile
+
+
+def _temp_name(final_path):
+    folder, name = os.path.split(os.path.abspath(final_path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
+    os.close(handle)
+    return temp
+
+
+@contextlib.contextmanager
+def atomic_path(final_path):
+    """Yield a temporary path; on success it is renamed to ``final_path``."""
+    temp = _temp_name(final_path)
+    try:
+        yield temp
+        os.replace(temp, final_path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+@contextlib.contextmanager
+def atomic_dir(final_dir):
+    """Yield a temporary folder; on success it replaces ``final_dir``."""
+    parent, name = os.path.split(os.path.abspath(final_dir))
+    os.makedirs(parent, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        yield temp
+        if os.path.isdir(final_dir):
+            shutil.rmtree(final_dir)
+        os.replace(temp, final_dir)
+    finally:
+        if os.path.isdir(temp):
+            shutil.rmtree(temp)
+
+
+def write_bytes(path, data):
+    with atomic_path(path) as temp:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+
+
+def write_text(path, text):
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_tsv(path, header, rows):
+    """Write a tab-separated table with a header line."""
+    with atomic_path(path) as temp:
+        with open(temp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+def read_tsv(path):
+    """Read a table written by ``write_tsv`` as a list of dicts."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
