@@ -16,6 +16,7 @@ def _temp_name(final_path):
     os.makedirs(folder, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
     os.close(handle)
+    os.chmod(temp, 0o644)  # mkstemp makes 0600; outputs are ordinary readable files
     return temp
 
 
@@ -37,6 +38,7 @@ def atomic_dir(final_dir):
     parent, name = os.path.split(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
     temp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    os.chmod(temp, 0o755)
     try:
         yield temp
         if os.path.isdir(final_dir):
@@ -61,11 +63,11 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_tsv(path, header, rows):
-    """Write a tab-separated table with a header line."""
+def write_tsv(path, header, rows, delimiter="\t"):
+    """Write a table with a header line (tab-separated unless told otherwise)."""
     with atomic_path(path) as temp:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
 

@@ -9,8 +9,6 @@ import importlib
 import os
 import sys
 
-# Quiet TensorFlow's C++ start-up banner; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _LEGACY_LAYERS = ("base", "convolutional", "core", "normalization", "pooling",
                   "variable_scope_shim", "migration_utils")

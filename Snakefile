@@ -1,0 +1,30 @@
+# Transfer-learning pipeline: data -> TFRecords -> bottlenecks -> retrained head ->
+# frozen GraphDef -> OpenVINO IR -> benchmarks -> report.  See README.md.
+import shlex
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+# Rules run `python -m scripts.<stage>`; make this checkout's scripts/ importable from
+# any working directory (and inside cluster jobs, which re-read this file).
+# (Braces are doubled twice: once for the f-string, once for Snakemake's formatting.)
+shell.prefix(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,239 @@
+"""scripts.archive on real tar and zip files built in tmp_path, good and hostile."""
+import io
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+from scripts.archive import Entry, extract, unpack
+from scripts.errors import PipelineError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONTENTS = {
+    "flowers/daisy/a.jpg": os.urandom(3000),
+    "flowers/roses/b.jpg": os.urandom(5000),
+    "LICENSE.txt": b"CC-BY\n",
+}
+BOMB_BYTES = 50_000_000
+SMALL_CAP = 1_000_000
+
+
+def tree(folder):
+    """Every path below ``folder``, relative, to show what a run created anywhere."""
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def tar_member(name, data=b"", kind=tarfile.REGTYPE, **fields):
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, len(data)
+    for field, value in fields.items():
+        setattr(info, field, value)
+    return info, io.BytesIO(data) if data else None
+
+
+def write_tar(path, members, mode="w:gz"):
+    """``members``: (TarInfo, data stream or None) pairs, as tar_member makes them."""
+    with tarfile.open(path, mode) as tar:
+        for info, data in members:
+            tar.addfile(info, data)
+    return path
+
+
+def write_zip(path, files, external_attr=None):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            if external_attr is not None:
+                info.external_attr = external_attr
+            archive.writestr(info, data)
+    return path
+
+
+def good_tar(path, mode):
+    members = [tar_member("flowers", kind=tarfile.DIRTYPE)]
+    members += [tar_member(name, data) for name, data in CONTENTS.items()]
+    return write_tar(path, members, mode)
+
+
+# Each name is "archive.bin": the format must come from the content, not the extension.
+GOOD_ARCHIVES = {
+    "tar.gz": lambda path: good_tar(path, "w:gz"),
+    "tar": lambda path: good_tar(path, "w"),
+    "tar.bz2": lambda path: good_tar(path, "w:bz2"),
+    "tar.xz": lambda path: good_tar(path, "w:xz"),
+    "zip": lambda path: write_zip(path, {"flowers/": b"", **CONTENTS}),
+}
+
+
+@pytest.mark.parametrize("kind", GOOD_ARCHIVES)
+def test_good_archive_extracts_every_file(tmp_path, kind):
+    archive = GOOD_ARCHIVES[kind](tmp_path / "archive.bin")
+    target = tmp_path / "raw"
+    files = extract(archive, target, max_bytes=SMALL_CAP)
+    assert sorted(files) == sorted(CONTENTS)
+    for name, data in CONTENTS.items():
+        assert (target / name).read_bytes() == data
+    assert not any(name.startswith(".raw.tmp-") for name in os.listdir(tmp_path))
+
+
+def test_file_modes_are_normalised(tmp_path):
+    archive = write_tar(tmp_path / "a.tgz", [tar_member("run.sh", b"#!/bin/sh\n", mode=0o6777)])
+    extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP)
+    mode = stat.S_IMODE(os.stat(tmp_path / "raw" / "run.sh").st_mode)
+    assert mode & 0o7133 == 0  # no setuid/setgid/sticky, no exec, no group/other write
+
+
+def test_extract_replaces_an_earlier_target(tmp_path):
+    target = tmp_path / "raw"
+    target.mkdir()
+    (target / "stale.jpg").write_bytes(b"old")
+    extract(good_tar(tmp_path / "a.tgz", "w:gz"), target, max_bytes=SMALL_CAP)
+    assert tree(target) == sorted(["LICENSE.txt", "flowers", "flowers/daisy", "flowers/daisy/a.jpg",
+                                   "flowers/roses", "flowers/roses/b.jpg"])
+
+
+# name -> (builder, member named in the error); each must fail without writing anything.
+HOSTILE = {
+    "tar-dotdot": (lambda p: write_tar(p, [tar_member("../evil", b"x")]), "../evil"),
+    "tar-absolute": (lambda p: write_tar(p, [tar_member("/abs/evil", b"x")]), "/abs/evil"),
+    "tar-symlink": (lambda p: write_tar(p, [
+        tar_member("link", kind=tarfile.SYMTYPE, linkname="../../outside"),
+        tar_member("link/evil", b"x")]), "link"),
+    "tar-hardlink": (lambda p: write_tar(p, [
+        tar_member("hard", kind=tarfile.LNKTYPE, linkname="../../outside")]), "hard"),
+    "tar-chardev": (lambda p: write_tar(p, [
+        tar_member("dev", kind=tarfile.CHRTYPE, devmajor=1, devminor=3)]), "dev"),
+    "tar-fifo": (lambda p: write_tar(p, [tar_member("pipe", kind=tarfile.FIFOTYPE)]), "pipe"),
+    "tar-drive": (lambda p: write_tar(p, [tar_member("C:evil", b"x")]), "C:evil"),
+    "zip-dotdot": (lambda p: write_zip(p, {"../evil.txt": b"x"}), "../evil.txt"),
+    "zip-backslash": (lambda p: write_zip(p, {"..\\evil.txt": b"x"}), "..\\evil.txt"),
+    "zip-symlink": (lambda p: write_zip(p, {"link": b"../../outside"},
+                                        external_attr=(stat.S_IFLNK | 0o777) << 16), "link"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_member_is_refused_and_nothing_is_written(tmp_path, case):
+    build, member = HOSTILE[case]
+    # Two levels down, so even "../../outside" from the work folder stays in tmp_path.
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    archive = build(work / "archive.bin")
+    before = tree(tmp_path)
+    with pytest.raises(PipelineError) as caught:
+        extract(archive, work / "raw", max_bytes=SMALL_CAP)
+    message = str(caught.value)
+    assert f"refusing member '{member}'" in message
+    assert "\n" not in message
+    assert tree(tmp_path) == before
+    assert not (work / "raw").exists()
+
+
+def test_zip_bomb_fails_cleanly(tmp_path):
+    archive = write_zip(tmp_path / "bomb.zip", {"zeros.bin": bytes(BOMB_BYTES)})
+    assert os.path.getsize(archive) < SMALL_CAP  # it really is a bomb
+    assert_too_big(archive, tmp_path)
+
+
+def test_tar_bomb_fails_cleanly(tmp_path):
+    archive = write_tar(tmp_path / "bomb.tgz", [tar_member("zeros.bin", bytes(BOMB_BYTES))])
+    assert os.path.getsize(archive) < SMALL_CAP
+    assert_too_big(archive, tmp_path)
+
+
+def test_many_small_members_add_up_to_the_cap(tmp_path):
+    members = [tar_member(f"part{index}.bin", bytes(300_000)) for index in range(4)]
+    assert_too_big(write_tar(tmp_path / "parts.tgz", members), tmp_path)
+
+
+def assert_too_big(archive, tmp_path):
+    before = tree(tmp_path)
+    with pytest.raises(PipelineError) as caught:
+        extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP)
+    assert str(caught.value) == (f"{archive}: unpacks to more than {SMALL_CAP} bytes "
+                                 "(download.max_extract_bytes)")
+    assert tree(tmp_path) == before
+
+
+def test_streamed_bytes_are_counted_even_when_the_declared_size_passes(tmp_path):
+    # The standard readers stop at the declared size, so a lying reader is simulated here.
+    liar = Entry("big.bin", False, 10, lambda: io.BytesIO(bytes(2 * SMALL_CAP)))
+    with pytest.raises(PipelineError, match="unpacks to more than"):
+        unpack("liar.zip", [liar], str(tmp_path), SMALL_CAP)
+    assert os.path.getsize(tmp_path / "big.bin") <= SMALL_CAP
+
+
+def test_zip_whose_header_understates_the_size_fails_cleanly(tmp_path):
+    archive = write_zip(tmp_path / "liar.zip", {"big.bin": bytes(2 * SMALL_CAP)})
+    data = bytearray(archive.read_bytes())
+    # Claim 1000 bytes in the local header (offset 22) and the central directory (offset 24).
+    data[22:26] = (1000).to_bytes(4, "little")
+    central = data.index(b"PK\x01\x02")
+    data[central + 24:central + 28] = (1000).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    assert zipfile.ZipFile(archive).getinfo("big.bin").file_size == 1000
+    before = tree(tmp_path)
+    with pytest.raises(PipelineError) as caught:
+        extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP)
+    assert "cannot unpack this zip archive" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert tree(tmp_path) == before
+
+
+def test_truncated_tar_gz_fails_with_one_line(tmp_path):
+    archive = good_tar(tmp_path / "data.tar.gz", "w:gz")
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    before = tree(tmp_path)
+    with pytest.raises(PipelineError) as caught:
+        extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP)
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: cannot unpack this tar.gz archive, truncated or corrupt?")
+    assert "\n" not in message
+    assert tree(tmp_path) == before
+
+
+def test_html_page_is_recognised(tmp_path):
+    page = tmp_path / "data.tar.gz"
+    page.write_text("\n  <!DOCTYPE html>\n<html><body>Please sign in</body></html>\n")
+    with pytest.raises(PipelineError) as caught:
+        extract(page, tmp_path / "raw", max_bytes=SMALL_CAP)
+    assert str(caught.value) == (f"{page}: is an HTML page, not an archive "
+                                 "(a login or error page served instead of the file?)")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_unknown_format_lists_the_supported_ones(tmp_path):
+    blob = tmp_path / "data.zip"
+    blob.write_bytes(b"\x00\x01 not an archive at all" * 40)
+    with pytest.raises(PipelineError, match=r"supported format \(zip, tar, tar\.gz"):
+        extract(blob, tmp_path / "raw", max_bytes=SMALL_CAP)
+    assert not (tmp_path / "raw").exists()
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "scripts.archive", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_exits_1_with_an_error_line(tmp_path):
+    archive = write_tar(tmp_path / "evil.tgz", [tar_member("../evil", b"x")])
+    result = run_cli("--archive", str(archive), "--output", str(tmp_path / "raw"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "'../evil'" in result.stderr
+    assert not (tmp_path / "raw").exists()
+
+
+def test_cli_unpacks_a_good_archive(tmp_path):
+    archive = GOOD_ARCHIVES["zip"](tmp_path / "good.zip")
+    result = run_cli("--archive", str(archive), "--output", str(tmp_path / "raw"),
+                     "--max-bytes", str(SMALL_CAP))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"unpacked {len(CONTENTS)} files into {tmp_path / 'raw'}"
+    assert (tmp_path / "raw" / "LICENSE.txt").read_bytes() == CONTENTS["LICENSE.txt"]

@@ -1,0 +1,115 @@
+# Config validation, paths and input functions shared by every rule file.
+import json
+import os
+import posixpath
+import sys
+import urllib.parse
+
+sys.path.insert(0, workflow.basedir)
+from scripts.config_check import check_config, experiment_settings
+from scripts.errors import PipelineError
+
+try:
+    check_config(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+except PipelineError as error:
+    sys.exit(f"error: {error}")
+
+RESULTS = "results"
+DATA = f"{RESULTS}/data"
+BACKBONE = f"{RESULTS}/backbone"
+BOTTLENECKS = f"{RESULTS}/bottlenecks"
+LOGS = f"{RESULTS}/logs"
+RUNTIME = f"{RESULTS}/runtime"  # Snakemake `benchmark:` files (time and memory per job)
+SPLITS = ("train", "validation", "test")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz")
+UNTRAINED = config["backbone"]["source"] == "untrained"
+EXPERIMENTS = list(config["experiments"])
+
+
+def env(name):
+    """The conda environment file of a rule group (used with --sdm conda)."""
+    return os.path.join(workflow.basedir, "envs", f"{name}.yaml")
+
+
+def code(module):
+    """A stage's module as an input, so that editing its code reruns the stage."""
+    return os.path.join(workflow.basedir, "scripts", f"{module}.py")
+
+
+def is_remote(source):
+    return "://" in source
+
+
+def is_archive(path):
+    return path.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def source_name(source):
+    """The file name a source is stored under in results/."""
+    path = urllib.parse.urlparse(source).path if is_remote(source) else source
+    return posixpath.basename(path.rstrip(posixpath.sep)) or "download"
+
+
+# ------------------------------------------------------------------ data set
+def dataset_download():
+    return f"{DATA}/download/{source_name(config['dataset']['source'])}"
+
+
+def raw_tree():
+    """The folder `structure` reads: generated, extracted, or the user's own folder."""
+    source = config["dataset"]["source"]
+    if source == "synthetic":
+        return f"{DATA}/synthetic"
+    if not is_remote(source) and os.path.isdir(source):
+        return source
+    return f"{DATA}/raw"
+
+
+def shard_count(split):
+    return config["tfrecords"]["shards"][split]
+
+
+def shard_name(split, shard):
+    return f"{split}-{shard:05d}-of-{shard_count(split):05d}"
+
+
+def tfrecord_shards(split):
+    return [f"{DATA}/tfrecords/{shard_name(split, shard)}.tfrecord" for shard in range(shard_count(split))]
+
+
+def all_tfrecords():
+    return [path for split in SPLITS for path in tfrecord_shards(split)]
+
+
+# ------------------------------------------------------------------ backbone
+def backbone_download():
+    if UNTRAINED:
+        return f"{BACKBONE}/download/inception_v3_untrained.tar.gz"
+    return f"{BACKBONE}/download/{source_name(config['backbone']['source'])}"
+
+
+def backbone_unpacked():
+    """What `backbone` reads: the unpacked archive, or the downloaded .pb/.ckpt file."""
+    download = backbone_download()
+    return f"{BACKBONE}/unpacked" if is_archive(download) else download
+
+
+def bottleneck_shards(split):
+    return [f"{BOTTLENECKS}/{shard_name(split, shard)}.npz" for shard in range(shard_count(split))]
+
+
+# ------------------------------------------------------------------ experiments
+def settings(experiment, section):
+    return experiment_settings(config, experiment)[section]
+
+
+def final_targets():
+    targets = [f"{DATA}/manifest.tsv"] + all_tfrecords()
+    for experiment in EXPERIMENTS:
+        targets += [f"{RESULTS}/{experiment}/model/frozen_model.pb"]
+    return targets
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    split="|".join(SPLITS),

@@ -1,0 +1,165 @@
+# Data stages: download -> extract -> structure -> split -> TFRecord shards.
+
+
+rule synthetic_images:
+    """Draw the offline image set (shape classes); no download needed."""
+    input:
+        code=code("synthetic"),
+    output:
+        directory(f"{DATA}/synthetic"),
+    params:
+        synthetic=config["synthetic"],
+    log:
+        f"{LOGS}/synthetic_images.log",
+    benchmark:
+        f"{RUNTIME}/synthetic_images.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.synthetic --output {output} --classes {params.synthetic[classes]}"
+        " --images-per-class {params.synthetic[images_per_class]}"
+        " --size {params.synthetic[image_size]} --seed {params.synthetic[seed]} > {log} 2>&1"
+
+
+rule download_dataset:
+    """Fetch the data set archive (http(s), file:// or local path), verifying its sha256."""
+    input:
+        code=code("fetch"),
+    output:
+        dataset_download(),
+    params:
+        source=config["dataset"]["source"],
+        sha256=config["dataset"]["sha256"] or "",
+        retries=config["download"]["retries"],
+        timeout=config["download"]["timeout_seconds"],
+    log:
+        f"{LOGS}/download_dataset.log",
+    benchmark:
+        f"{RUNTIME}/download_dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=120,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.fetch --source {params.source:q} --output {output:q}"
+        " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
+        " > {log} 2>&1"
+
+
+rule extract_dataset:
+    """Unpack the archive safely: no path may escape the target, size is capped."""
+    input:
+        archive=dataset_download(),
+        code=code("archive"),
+    output:
+        directory(f"{DATA}/raw"),
+    params:
+        max_bytes=config["download"]["max_extract_bytes"],
+    log:
+        f"{LOGS}/extract_dataset.log",
+    benchmark:
+        f"{RUNTIME}/extract_dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=60,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.archive --archive {input.archive:q} --output {output:q}"
+        " --max-bytes {params.max_bytes} > {log} 2>&1"
+
+
+rule structure:
+    """One folder per class, every image decoded and RGB; rejects and duplicates listed."""
+    input:
+        raw=raw_tree(),
+        code=code("structure"),
+    output:
+        images=directory(f"{DATA}/images"),
+        index=f"{DATA}/index.tsv",
+        rejects=report(f"{DATA}/rejects.tsv", caption="../report/rejects.rst", category="Data"),
+        duplicates=report(f"{DATA}/duplicates.tsv", caption="../report/duplicates.rst", category="Data"),
+        summary=f"{DATA}/structure_summary.json",
+    params:
+        layout=config["dataset"]["layout"],
+        filename_regex=config["dataset"]["filename_regex"] or "",
+        class_map=json.dumps(config["dataset"]["class_map"]),  # key order matters: first match wins
+    log:
+        f"{LOGS}/structure.log",
+    benchmark:
+        f"{RUNTIME}/structure.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.structure --raw {input.raw:q} --out {output.images:q}"
+        " --index {output.index:q} --rejects {output.rejects:q} --duplicates {output.duplicates:q}"
+        " --summary {output.summary:q} --layout {params.layout}"
+        " --filename-regex={params.filename_regex:q} --class-map {params.class_map:q}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule split:
+    """Train/validation/test by a hash of each image's content; manifest and labels."""
+    input:
+        index=f"{DATA}/index.tsv",
+        code=code("split"),
+    output:
+        manifest=f"{DATA}/manifest.tsv",
+        labels=f"{DATA}/labels.txt",
+        summary=f"{DATA}/split_summary.json",
+    params:
+        validation=config["split"]["validation"],
+        test=config["split"]["test"],
+        salt=config["split"]["salt"],
+    log:
+        f"{LOGS}/split.log",
+    benchmark:
+        f"{RUNTIME}/split.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.split --index {input.index:q} --manifest {output.manifest:q}"
+        " --labels {output.labels:q} --summary {output.summary:q}"
+        " --validation {params.validation} --test {params.test} --salt={params.salt:q}"
+        " > {log} 2>&1"
+
+
+rule tfrecord_shard:
+    """One TFRecord shard of one split (TF-Slim feature keys)."""
+    input:
+        manifest=f"{DATA}/manifest.tsv",
+        code=code("tfrecords"),
+    output:
+        f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
+    log:
+        f"{LOGS}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.log",
+    benchmark:
+        f"{RUNTIME}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tsv"
+    wildcard_constraints:
+        shard=r"\d{5}",
+        num_shards=r"\d{5}",
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=30,
+    conda:
+        env("tensorflow")
+    shell:
+        "python -m scripts.tfrecords --manifest {input.manifest:q} --split {wildcards.split}"
+        " --shard {wildcards.shard} --num-shards {wildcards.num_shards} --output {output:q}"
+        " > {log} 2>&1"
