@@ -1,5 +1,6 @@
 # Transfer-learning pipeline: data -> TFRecords -> bottlenecks -> retrained head ->
 # frozen GraphDef -> OpenVINO IR -> benchmarks -> report.  See README.md.
+import os
 import shlex
 
 from snakemake.utils import min_version
@@ -7,7 +8,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The defaults always come from this checkout's config.yaml; --configfile and --config
+# layer on top of it, so a working directory elsewhere (--directory) needs no copy.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 # Rules run `python -m scripts.<stage>`; make this checkout's scripts/ importable from

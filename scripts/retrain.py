@@ -157,14 +157,22 @@ def train(data, num_classes, settings, log=print):
 
 
 def write_tensorboard(folder, history):
+    """TensorBoard scalars, written as Event protos in a TFRecord file.
+
+    Writing the protos directly works whether or not eager execution is on, and the
+    fixed file name and wall times keep the output reproducible.
+    """
     import tensorflow as tf
+    from tensorflow.core.framework.summary_pb2 import Summary
+    from tensorflow.core.util.event_pb2 import Event
     with atomic.atomic_dir(folder) as temp:
-        writer = tf.summary.create_file_writer(temp)
-        with writer.as_default():
+        with tf.io.TFRecordWriter(os.path.join(temp, "events.out.tfevents.0.retrain")) as writer:
+            writer.write(Event(wall_time=0, file_version="brain.Event:2").SerializeToString())
             for row in history:
-                for name, value in zip(HISTORY_COLUMNS[1:], row[1:]):
-                    tf.summary.scalar(name, value, step=row[0])
-        writer.close()
+                values = [Summary.Value(tag=name, simple_value=value)
+                          for name, value in zip(HISTORY_COLUMNS[1:], row[1:])]
+                event = Event(wall_time=row[0], step=row[0], summary=Summary(value=values))
+                writer.write(event.SerializeToString())
 
 
 def evaluate(head, data, labels):
