@@ -1,0 +1,93 @@
+"""Whole-pipeline runs with the real Snakemake: the offline default and the real ALL data set."""
+import csv
+import glob
+import json
+import os
+
+import pytest
+
+from conftest import snakemake, test_config
+from scripts import tfrecords
+
+
+def read_tsv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_offline_default_runs_end_to_end_with_an_untrained_backbone(offline_run):
+    results = offline_run / "results"
+    metrics = read_json(results / "default" / "model" / "metrics.json")
+    assert metrics["untrained_backbone"] is True and metrics["note"] == "untrained backbone"
+    assert read_json(results / "default" / "model" / "model.json")["note"] == "untrained backbone"
+    assert read_json(results / "backbone" / "backbone.json")["bottleneck_size"] == 2048
+    # Three drawn classes that even random features can separate: far above chance (1/3).
+    assert metrics["splits"]["validation"]["accuracy"] >= 0.8
+    assert metrics["splits"]["test"]["accuracy"] >= 0.8
+    assert read_json(results / "default" / "model" / "freeze_check.json")["top1_disagreements"] == 0
+
+
+def test_every_job_has_a_log_and_a_benchmark(offline_run):
+    results = offline_run / "results"
+    logs = glob.glob(str(results / "logs" / "**" / "*.log"), recursive=True)
+    runtimes = glob.glob(str(results / "runtime" / "**" / "*.tsv"), recursive=True)
+    assert len(logs) >= 20 and len(runtimes) == len(logs)
+
+
+def test_a_second_run_has_nothing_to_do(offline_run):
+    result = snakemake(offline_run, "-n", configfiles=[os.path.join(os.path.dirname(__file__), "..",
+                                                                    "configs", "offline.yaml")])
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def taleqani_run(tmp_path_factory, shared_data):
+    workdir = tmp_path_factory.mktemp("taleqani")
+    config_path, config = test_config("all_taleqani_mobilenet.yaml", workdir)
+    snakemake(workdir, "results/default/model/frozen_model.pb", configfiles=[config_path])
+    return workdir, config
+
+
+def test_real_data_shards_hold_each_unique_image_exactly_once(taleqani_run):
+    workdir, config = taleqani_run
+    data = workdir / "results" / "data"
+    manifest = read_tsv(data / "manifest.tsv")
+    assert len(manifest) == 3216
+    assert len({row["sha256"] for row in manifest}) == 3216
+    shards = sorted(glob.glob(str(data / "tfrecords" / "*.tfrecord")))
+    assert len(shards) == sum(config_shards(config).values())
+    seen = {}
+    for shard in shards:
+        split = os.path.basename(shard).split("-")[0]
+        for example in tfrecords.read_examples([shard]):
+            assert example["sha256"] not in seen
+            seen[example["sha256"]] = (split, example["label"])
+    assert seen == {row["sha256"]: (row["split"], int(row["label_index"])) for row in manifest}
+
+
+def config_shards(config):
+    return {"train": 4, "validation": 1, "test": 1, **config.get("tfrecords", {}).get("shards", {})}
+
+
+def test_real_data_duplicates_are_reported_and_never_straddle_splits(taleqani_run):
+    workdir, _ = taleqani_run
+    data = workdir / "results" / "data"
+    duplicates = read_tsv(data / "duplicates.tsv")
+    assert len(duplicates) == 40
+    assert all("/Pro/" in row["source"] for row in duplicates)
+    split_of = {row["sha256"]: row["split"] for row in read_tsv(data / "manifest.tsv")}
+    assert all(row["sha256"] in split_of for row in duplicates)  # the kept copy is in one split only
+    assert read_tsv(data / "rejects.tsv") == []
+
+
+def test_real_data_mobilenet_reaches_the_baseline_accuracy(taleqani_run):
+    workdir, _ = taleqani_run
+    metrics = read_json(workdir / "results" / "default" / "model" / "metrics.json")
+    print("test accuracy", metrics["splits"]["test"]["accuracy"])
+    assert metrics["untrained_backbone"] is False and metrics["note"] == ""
+    assert metrics["splits"]["test"]["accuracy"] >= 0.97
