@@ -1,19 +1,31 @@
 """Atomic outputs: write to a temporary name in the same folder, then rename.
 
-A run killed half-way leaves only a hidden ``.*.tmp-*`` file, never a half-written
-file under the final name that Snakemake (or a person) could take as finished.
+A run killed half-way leaves only a hidden ``.<name>.tmp-*`` file, never a half-written
+file under the final name that Snakemake (or a person) could take as finished; the
+next attempt at the same output removes such leftovers.
 """
 import contextlib
 import csv
+import glob
 import json
 import os
 import shutil
 import tempfile
 
 
+def _remove_stale(folder, name):
+    """Remove temporaries of this output left by a killed run (Snakemake runs one job per output)."""
+    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.tmp-*")):
+        if os.path.isdir(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.remove(stale)
+
+
 def _temp_name(final_path):
     folder, name = os.path.split(os.path.abspath(final_path))
     os.makedirs(folder, exist_ok=True)
+    _remove_stale(folder, name)
     handle, temp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
     os.close(handle)
     os.chmod(temp, 0o644)  # mkstemp makes 0600; outputs are ordinary readable files
@@ -37,6 +49,7 @@ def atomic_dir(final_dir):
     """Yield a temporary folder; on success it replaces ``final_dir``."""
     parent, name = os.path.split(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
+    _remove_stale(parent, name)
     temp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     os.chmod(temp, 0o755)
     try:

@@ -8,6 +8,7 @@ bottleneck size, provenance). Bottlenecks, freezing and IR conversion read only 
 Entry points:
     python -m scripts.backbone untrained --output inception_v3_untrained.tar.gz --seed 0
     python -m scripts.backbone prepare --kind inception_v3 --source DIR_OR_FILE ...
+    python -m scripts.backbone ir --backbone-pb P --backbone-json J --output-xml X
 """
 import argparse
 import glob
@@ -185,6 +186,23 @@ def prepare(kind, source, output_pb, output_json, input_size, input_range, untra
     return width
 
 
+def convert_to_ir(backbone_pb, backbone_json, output_xml):
+    """The backbone as OpenVINO IR (FP32, batch 1) for the `openvino` bottleneck backend."""
+    import openvino as ov
+    info = atomic.read_json(backbone_json)
+    size = info["input_size"]
+    # backbone.pb has exactly one Placeholder and ends at the bottleneck.
+    model = ov.convert_model(backbone_pb, input=[1, size, size, 3])
+    folder = os.path.dirname(os.path.abspath(output_xml))
+    name = os.path.splitext(os.path.basename(output_xml))[0]
+    # Save xml + bin together in a temporary folder, then move the bin first: an xml
+    # never stands under its final name without its weights.
+    with tempfile.TemporaryDirectory(dir=folder) as temp:
+        ov.save_model(model, os.path.join(temp, name + ".xml"), compress_to_fp16=False)
+        os.replace(os.path.join(temp, name + ".bin"), os.path.join(folder, name + ".bin"))
+        os.replace(os.path.join(temp, name + ".xml"), output_xml)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Prepare a backbone as one frozen bottleneck graph.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -204,7 +222,15 @@ def main(argv=None):
     prep.add_argument("--graph-member", default="", help="frozen_graph: the .pb inside the archive")
     prep.add_argument("--input-tensor", default="", help="frozen_graph: input tensor name")
     prep.add_argument("--bottleneck-tensor", default="", help="frozen_graph: bottleneck tensor name")
+    to_ir = commands.add_parser("ir", help="convert backbone.pb to OpenVINO IR (openvino backend)")
+    to_ir.add_argument("--backbone-pb", required=True)
+    to_ir.add_argument("--backbone-json", required=True)
+    to_ir.add_argument("--output-xml", required=True, help="the .bin is written beside it")
     args = parser.parse_args(argv)
+    if args.command == "ir":
+        convert_to_ir(args.backbone_pb, args.backbone_json, args.output_xml)
+        print(f"wrote {args.output_xml}")
+        return
     if args.command == "untrained":
         make_untrained_inception_v3(args.output, args.seed, args.size)
         print(f"wrote {args.output} ({UNTRAINED_NOTE})")

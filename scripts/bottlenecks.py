@@ -93,7 +93,7 @@ class OpenVinoBackbone:
             "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT",
             "NUM_STREAMS": threads, "INFERENCE_PRECISION_HINT": "f32"})
         self.requests = ov.AsyncInferQueue(self.compiled, threads)
-        self.requests.set_callback(self._collect, None)
+        self.requests.set_callback(self._collect)
         self.results = {}
 
     def _collect(self, request, index):

@@ -26,9 +26,9 @@ import os
 import numpy as np
 
 from scripts import atomic, tfrecords
-from scripts.bottlenecks import preprocessed_batches
+from scripts.bottlenecks import OpenVinoBackbone, preprocessed_batches
 from scripts.errors import PipelineError, run_cli
-from scripts.ir import IrModel, input_spec, model_contract
+from scripts.ir import input_spec, model_contract, note_suffix
 from scripts.metrics import classification_metrics
 
 BATCH_SIZE = 32
@@ -78,7 +78,7 @@ def agreement(ir_probs, tf_probs):
 def check_thresholds(evaluation, min_fp_agreement, max_int8_drop):
     """Fail a FP IR that disagrees with TensorFlow, or an INT8 IR that lost too much accuracy."""
     precision, rate = evaluation["precision"], evaluation["agreement"]["top1_agreement"]
-    if precision != "INT8" and rate < min_fp_agreement:
+    if precision != "INT8" and min_fp_agreement is not None and rate < min_fp_agreement:
         raise PipelineError(f"config key export.min_fp_agreement: the {precision} IR agrees with TensorFlow's "
                             f"top-1 on {rate:.2%} of {evaluation['agreement']['images']} test images, "
                             f"below the required {min_fp_agreement:.2%}")
@@ -90,12 +90,12 @@ def check_thresholds(evaluation, min_fp_agreement, max_int8_drop):
                             f"{evaluation['tensorflow_accuracy']:.2%}), more than the allowed {max_int8_drop:g}")
 
 
-def evaluate_ir(ir_xml, tensorflow_npz, test_tfrecords, output, min_fp_agreement,
+def evaluate_ir(ir_xml, tensorflow_npz, test_tfrecords, output, min_fp_agreement=None,
                 max_int8_drop=None, threads=1):
     """Write evaluation.json of one IR, or fail on the thresholds (then nothing is written)."""
     description = atomic.read_json(os.path.join(os.path.dirname(ir_xml), "model.json"))
     reference = load_predictions(tensorflow_npz)
-    probs, labels, hashes = predictions(IrModel(ir_xml, threads), input_spec(description),
+    probs, labels, hashes = predictions(OpenVinoBackbone(ir_xml, threads), input_spec(description),
                                         test_tfrecords, threads)
     if list(hashes) != list(reference["sha256"]):
         raise PipelineError(f"{tensorflow_npz}: made from other test images than {test_tfrecords[0]}")
@@ -124,7 +124,8 @@ def main(argv=None):
     ir = commands.add_parser("ir", help="evaluate one IR against the TensorFlow predictions")
     ir.add_argument("--ir-xml", required=True, help="model.xml (model.json beside it)")
     ir.add_argument("--tensorflow", required=True, help="test_predictions.npz of the frozen model")
-    ir.add_argument("--min-fp-agreement", type=float, required=True)
+    ir.add_argument("--min-fp-agreement", type=float, default=None,
+                    help="FP32/FP16: least top-1 agreement with TensorFlow, 0 to 1")
     ir.add_argument("--max-int8-accuracy-drop", type=float, default=None,
                     help="points of test accuracy; omit to only report the drop")
     for command in (reference, ir):
@@ -140,7 +141,7 @@ def main(argv=None):
                              args.min_fp_agreement, args.max_int8_accuracy_drop, args.threads)
     print(f"{evaluation['precision']} IR: accuracy {evaluation['metrics']['accuracy']:.2%} "
           f"(TensorFlow {evaluation['tensorflow_accuracy']:.2%}), top-1 agreement "
-          f"{evaluation['agreement']['top1_agreement']:.2%} {evaluation['note']}".rstrip())
+          f"{evaluation['agreement']['top1_agreement']:.2%}{note_suffix(evaluation['note'])}")
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ under ``deployment``, so the .xml alone says how to feed it.
 
     python -m scripts.ir --model-pb P --precision FP16 --out-dir results/default/ir/FP16
     python -m scripts.ir --model-pb P --precision INT8 --train-tfrecords T... \
-        --calibration-images 300 --out-dir results/default/ir/INT8
+        --int8-calibration-images 300 --out-dir results/default/ir/INT8
 """
 import argparse
+import glob
 import itertools
 import json
 import os
 import shutil
 import tempfile
-
-import numpy as np
 
 from scripts import atomic, tfrecords
 from scripts.bottlenecks import preprocessed_batches
@@ -30,12 +29,18 @@ from scripts.errors import PipelineError, run_cli
 PRECISIONS = ("FP32", "FP16", "INT8")
 IR_FILES = ("model.bin", "model.json", "model.xml")  # published in this order: .xml last
 RT_INFO_SECTION = "deployment"
+TEMP_PREFIX = ".ir.tmp-"  # the hidden folder an IR is written to before it is published
 
 
 def input_spec(contract):
     """{"input_size", "input_range"} as scripts/bottlenecks.preprocessed_batches wants it."""
     preprocessing = contract["preprocessing"]
     return {"input_size": preprocessing["input_shape"][1], "input_range": preprocessing["input_range"]}
+
+
+def note_suffix(note):
+    """The note in parentheses for printed summaries, e.g. " (untrained backbone)"."""
+    return f" ({note})" if note else ""
 
 
 def model_contract(model_pb):
@@ -105,9 +110,27 @@ def publish(temp_dir, out_dir):
         os.replace(os.path.join(temp_dir, name), os.path.join(out_dir, name))
 
 
-def export_ir(model_pb, precision, out_dir, train_tfrecords=(), calibration_count=0, threads=1):
-    """Write model.xml, model.bin and model.json of one precision to ``out_dir``."""
+def save_ir(model, contract, precision, out_dir, calibration_count=0):
+    """Write model.xml, model.bin and model.json to ``out_dir``; return the description."""
     import openvino as ov
+    os.makedirs(out_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), TEMP_PREFIX + "*")):  # a killed run's
+        shutil.rmtree(stale, ignore_errors=True)
+    temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=out_dir)
+    try:
+        # FP16 halves the weights; INT8 keeps its float parts in FP32 so that its accuracy
+        # drop is the quantization's alone.
+        ov.save_model(model, os.path.join(temp_dir, "model.xml"), compress_to_fp16=precision == "FP16")
+        description = ir_description(model, contract, precision, calibration_count)
+        atomic.write_json(os.path.join(temp_dir, "model.json"), description)
+        publish(temp_dir, out_dir)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return description
+
+
+def export_ir(model_pb, precision, out_dir, train_tfrecords=(), calibration_count=0, threads=1):
+    """Convert the frozen model at one precision and write its IR to ``out_dir``."""
     if precision not in PRECISIONS:
         raise PipelineError(f"config key export.precisions: unknown precision {precision!r}")
     contract = model_contract(model_pb)
@@ -117,46 +140,7 @@ def export_ir(model_pb, precision, out_dir, train_tfrecords=(), calibration_coun
             raise PipelineError("config key export.int8_calibration_images: INT8 needs training images")
         calibration = calibration_images(list(train_tfrecords), contract, calibration_count, threads)
     model = convert(model_pb, contract, precision, calibration)
-    os.makedirs(out_dir, exist_ok=True)
-    temp_dir = tempfile.mkdtemp(prefix=".ir.tmp-", dir=out_dir)
-    try:
-        # FP16 halves the weights; INT8 keeps its float parts in FP32 so that its accuracy
-        # drop is the quantization's alone.
-        ov.save_model(model, os.path.join(temp_dir, "model.xml"), compress_to_fp16=precision == "FP16")
-        description = ir_description(model, contract, precision, len(calibration or ()))
-        atomic.write_json(os.path.join(temp_dir, "model.json"), description)
-        publish(temp_dir, out_dir)
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    return description
-
-
-class IrModel:
-    """An IR compiled for the CPU, called like FrozenModel: pixels [N, S, S, 3] -> outputs [N, ...].
-
-    The batch is split into single images over asynchronous infer requests. Inference
-    runs in float32 (the CPU would pick bf16 where it has it) so that results show the
-    precision of the IR's own weights.
-    """
-
-    def __init__(self, ir_xml, threads=1):
-        import openvino as ov
-        self.compiled = ov.Core().compile_model(ir_xml, "CPU", {
-            "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": "f32"})
-        self.requests = ov.AsyncInferQueue(self.compiled)  # the device's optimal number
-        self.requests.set_callback(self._collect)
-        self.outputs = {}
-
-    def _collect(self, request, index):
-        self.outputs[index] = request.get_output_tensor(0).data.copy()
-
-    def __call__(self, pixels):
-        self.outputs = {}
-        for index in range(len(pixels)):
-            self.requests.start_async({0: pixels[index:index + 1]}, index)
-        self.requests.wait_all()
-        return np.concatenate([self.outputs[index] for index in range(len(pixels))])
+    return save_ir(model, contract, precision, out_dir, len(calibration or ()))
 
 
 def main(argv=None):
@@ -165,15 +149,14 @@ def main(argv=None):
     parser.add_argument("--precision", choices=PRECISIONS, required=True)
     parser.add_argument("--out-dir", required=True, help="folder for model.xml, model.bin, model.json")
     parser.add_argument("--train-tfrecords", nargs="*", default=[], help="INT8: training shards, in order")
-    parser.add_argument("--calibration-images", type=int, default=0, help="INT8: images to calibrate on")
+    parser.add_argument("--int8-calibration-images", type=int, default=0, help="INT8: images to calibrate on")
     parser.add_argument("--threads", type=int, default=1, help="image decoding threads")
     args = parser.parse_args(argv)
     description = export_ir(args.model_pb, args.precision, args.out_dir, args.train_tfrecords,
-                            args.calibration_images, args.threads)
+                            args.int8_calibration_images, args.threads)
     calibrated = (f", calibrated on {description['int8_calibration_images']} training images"
                   if args.precision == "INT8" else "")
-    print(f"wrote {args.precision} IR to {args.out_dir}{calibrated}"
-          f"{' (' + description['note'] + ')' if description['note'] else ''}")
+    print(f"wrote {args.precision} IR to {args.out_dir}{calibrated}{note_suffix(description['note'])}")
 
 
 if __name__ == "__main__":

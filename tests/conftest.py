@@ -54,3 +54,21 @@ def offline_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("offline")
     snakemake(workdir, configfiles=[OFFLINE])
     return workdir
+
+
+def planned_jobs(workdir, *configfiles):
+    """{rule: count} of the jobs a dry-run plans, read from Snakemake's job table."""
+    import re
+    result = snakemake(workdir, "-n", configfiles=configfiles)
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE)}
+
+
+def write_yaml(path, data):
+    import yaml
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(data, handle)
+    return str(path)

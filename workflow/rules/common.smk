@@ -94,6 +94,13 @@ def backbone_unpacked():
     return f"{BACKBONE}/unpacked" if is_archive(download) else download
 
 
+def backbone_ir():
+    """The backbone IR, needed only by the `openvino` bottleneck backend."""
+    if config["bottlenecks"]["backend"] == "openvino":
+        return [f"{BACKBONE}/backbone.xml"]
+    return []
+
+
 def bottleneck_shards(split):
     return [f"{BOTTLENECKS}/{shard_name(split, shard)}.npz" for shard in range(shard_count(split))]
 
@@ -103,10 +110,28 @@ def settings(experiment, section):
     return experiment_settings(config, experiment)[section]
 
 
+def precisions(experiment):
+    return settings(experiment, "export")["precisions"]
+
+
+def export_option(wildcards, key, used_by):
+    """``--key value`` of an export setting for jobs of the precisions ``used_by``, else "".
+
+    Jobs that do not use a setting do not carry it, so changing it does not rerun them.
+    """
+    value = settings(wildcards.experiment, "export")[key]
+    if wildcards.precision not in used_by or value is None:
+        return ""
+    return f"--{key.replace('_', '-')} {value}"
+
+
 def final_targets():
     targets = [f"{DATA}/manifest.tsv"] + all_tfrecords()
     for experiment in EXPERIMENTS:
         targets += [f"{RESULTS}/{experiment}/model/frozen_model.pb"]
+        for precision in precisions(experiment):
+            targets += [f"{RESULTS}/{experiment}/ir/{precision}/{name}" for name in ("model.xml", "evaluation.json")]
+        targets += [f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}" for ext in ("csv", "json")]
     return targets
 
 

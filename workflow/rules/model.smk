@@ -113,18 +113,44 @@ rule backbone:
         " --bottleneck-tensor={params.bottleneck_tensor:q} > {log} 2>&1"
 
 
+rule backbone_ir:
+    """The backbone as OpenVINO IR, converted once for the `openvino` bottleneck backend."""
+    input:
+        pb=f"{BACKBONE}/backbone.pb",
+        info=f"{BACKBONE}/backbone.json",
+        code=code("backbone"),
+    output:
+        xml=f"{BACKBONE}/backbone.xml",
+        bin=f"{BACKBONE}/backbone.bin",
+    log:
+        f"{LOGS}/backbone_ir.log",
+    benchmark:
+        f"{RUNTIME}/backbone_ir.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        env("openvino")
+    shell:
+        "python -m scripts.backbone ir --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
+        " --output-xml {output.xml:q} > {log} 2>&1"
+
+
 rule bottleneck_shard:
     """Bottleneck features of one TFRecord shard (a cluster runs shards in parallel)."""
     input:
         tfrecord=f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
         pb=f"{BACKBONE}/backbone.pb",
         info=f"{BACKBONE}/backbone.json",
+        ir=backbone_ir(),
         code=code("bottlenecks"),
     output:
         f"{BOTTLENECKS}/{{split}}-{{shard}}-of-{{num_shards}}.npz",
     params:
         batch_size=config["bottlenecks"]["batch_size"],
         backend=config["bottlenecks"]["backend"],
+        ir_xml=lambda wildcards, input: input.ir[0] if input.ir else "",
     log:
         f"{LOGS}/bottlenecks/{{split}}-{{shard}}-of-{{num_shards}}.log",
     benchmark:
@@ -141,7 +167,7 @@ rule bottleneck_shard:
     shell:
         "python -m scripts.bottlenecks shard --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
         " --tfrecord {input.tfrecord:q} --output {output:q} --batch-size {params.batch_size}"
-        " --threads {threads} --backend {params.backend} > {log} 2>&1"
+        " --threads {threads} --backend {params.backend} --ir-xml={params.ir_xml:q} > {log} 2>&1"
 
 
 rule gather_bottlenecks:

@@ -1,0 +1,222 @@
+"""Benchmark one IR on one OpenVINO device, then gather an experiment's benchmarks.
+
+Modes (each measured for ``--seconds`` after one warm-up inference per request):
+    latency     PERFORMANCE_HINT LATENCY, one request run synchronously
+    throughput  PERFORMANCE_HINT THROUGHPUT, AsyncInferQueue with the device's optimal
+                number of requests kept busy
+Latencies are the device's own per-request times (InferRequest.latency); throughput is
+images per wall-clock second. On the CPU inference runs in float32 (see compile_ir).
+
+    python -m scripts.benchmark run --ir-xml X --device CPU --modes latency throughput \
+        --seconds 5 --output results/default/benchmarks/CPU-FP16.json
+    python -m scripts.benchmark gather --output-csv C --output-json J RUN.json...
+
+A device that OpenVINO does not see fails with one line saying which devices exist and
+how to get the one asked for, or, with --skip-absent, is written as "skipped": true.
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+from scripts import atomic
+from scripts.errors import PipelineError, run_cli
+from scripts.ir import note_suffix
+
+MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+# How to get a device this OpenVINO does not see, by device family.
+DEVICE_HELP = {
+    "MYRIAD": "MYRIAD (Intel NCS2) has no plugin after OpenVINO 2022.3 LTS: install openvino 2022.3 "
+              "and run with a pipeline config whose benchmark.devices lists MYRIAD",
+    "HDDL": "HDDL has no plugin after OpenVINO 2022.3 LTS: install openvino 2022.3 "
+            "and run with a pipeline config whose benchmark.devices lists HDDL",
+    "NPU": "NPU needs an Intel NPU (Core Ultra) and its driver (intel-npu-driver)",
+    "GPU": "GPU needs an Intel GPU and its compute runtime (intel-opencl-icd or Level Zero)",
+}
+CSV_COLUMNS = ("device", "precision", "mode", "skipped", "latency_median_ms", "latency_p90_ms",
+               "latency_min_ms", "latency_max_ms", "latency_mean_ms", "throughput_fps", "iterations",
+               "requests", "streams", "inference_precision", "full_device_name", "openvino_version", "note")
+
+
+def device_available(device, available):
+    """CPU, GPU.1 or AUTO: exactly listed, or the family of a listed GPU.0, GPU.1, ..."""
+    return device == "AUTO" or device in available or any(name.split(".")[0] == device for name in available)
+
+
+def absent_device_reason(device, available):
+    """Which devices exist, and how to get the one asked for."""
+    import openvino as ov
+    advice = DEVICE_HELP.get(device.split(".")[0], "check the name against openvino.Core().available_devices")
+    return (f"config key benchmark.devices: device {device} is not available to OpenVINO "
+            f"{ov.__version__.split('-')[0]} on this machine, which has: {', '.join(available) or 'none'}; "
+            f"{advice}")
+
+
+def compile_ir(core, ir_xml, device, performance_hint, threads=None):
+    """Compile an IR; on the CPU in float32, so that FP32 and FP16 mean what they say.
+
+    (The CPU plugin would otherwise run float parts in bf16 where the processor has it.)
+    """
+    config = {"PERFORMANCE_HINT": performance_hint}
+    if device.split(".")[0] == "CPU":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(ir_xml, device, config)
+
+
+def latency_summary(latencies_ms):
+    values = np.asarray(latencies_ms, np.float64)
+    return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90)),
+            "min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
+
+
+def run_for(seconds, step):
+    """Call ``step`` until ``seconds`` have passed (at least once); return the wall time."""
+    started = time.perf_counter()
+    while True:
+        step()
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return elapsed
+
+
+def measure_latency(compiled, pixels, seconds):
+    """One synchronous request, one image at a time."""
+    import openvino as ov
+    request = compiled.create_infer_request()
+    request.set_input_tensor(ov.Tensor(pixels))
+    request.infer()  # warm-up: the first inference allocates
+    latencies = []
+
+    def step():
+        request.infer()
+        latencies.append(request.latency)
+
+    return latencies, run_for(seconds, step), 1
+
+
+def measure_throughput(compiled, pixels, seconds):
+    """The optimal number of asynchronous requests, kept busy."""
+    import openvino as ov
+    requests = ov.AsyncInferQueue(compiled)
+    for request in requests:
+        request.set_input_tensor(ov.Tensor(pixels))
+    latencies = []
+    requests.set_callback(lambda request, _: latencies.append(request.latency))
+    for _ in range(len(requests)):  # warm-up: one inference per request
+        requests.start_async()
+    requests.wait_all()
+    latencies.clear()
+    started = time.perf_counter()
+    run_for(seconds, requests.start_async)  # start_async waits for a free request
+    requests.wait_all()
+    return latencies, time.perf_counter() - started, len(requests)
+
+
+def measure(core, ir_xml, device, mode, seconds, threads=None, seed=0):
+    """Latency statistics and throughput of one device and mode."""
+    compiled = compile_ir(core, ir_xml, device, MODES[mode], threads)
+    shape = list(compiled.input(0).get_shape())
+    pixels = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+    measure_mode = measure_latency if mode == "latency" else measure_throughput
+    latencies, elapsed, requests = measure_mode(compiled, pixels, seconds)
+    return {
+        "performance_hint": MODES[mode],
+        "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
+        "latency_ms": latency_summary(latencies),
+        "throughput_fps": len(latencies) / elapsed,
+        "iterations": len(latencies),
+        "requests": requests,
+        "streams": int(compiled.get_property("NUM_STREAMS")),
+        "elapsed_seconds": elapsed,
+    }
+
+
+def benchmark(ir_xml, device, modes, seconds, output, skip_absent=False, threads=None):
+    """Write the benchmark JSON of one IR on one device (or a skipped one)."""
+    import openvino as ov
+    core = ov.Core()
+    description = atomic.read_json(os.path.join(os.path.dirname(ir_xml), "model.json"))
+    result = {
+        "schema_version": 1, "device": device, "precision": description["precision"],
+        "openvino_version": ov.get_version(), "seconds": seconds, "threads": threads,
+        "skipped": False, "reason": "", "full_device_name": None, "modes": {},
+        "untrained_backbone": description["untrained_backbone"], "note": description["note"],
+    }
+    available = core.available_devices
+    if not device_available(device, available):
+        reason = absent_device_reason(device, available)
+        if not skip_absent:
+            raise PipelineError(f"{reason} (or set benchmark.skip_absent_devices: true to skip it)")
+        result.update(skipped=True, reason=reason)
+    else:
+        result["full_device_name"] = core.get_property(device, "FULL_DEVICE_NAME")
+        result["modes"] = {mode: measure(core, ir_xml, device, mode, seconds, threads) for mode in modes}
+    atomic.write_json(output, result)
+    return result
+
+
+def csv_rows(result):
+    """One row per mode of one benchmark JSON; a skipped device has empty measurements."""
+    rows = []
+    for mode in result["modes"] or [""]:
+        measured = result["modes"].get(mode, {})
+        latency = measured.get("latency_ms", {})
+        row = {"device": result["device"], "precision": result["precision"], "mode": mode,
+               "skipped": result["skipped"], "full_device_name": result["full_device_name"] or "",
+               "openvino_version": result["openvino_version"], "note": result["note"]}
+        row.update({f"latency_{key}_ms": round(value, 3) for key, value in latency.items()})
+        row.update({key: measured.get(key, "") for key in
+                    ("iterations", "requests", "streams", "inference_precision")})
+        row["throughput_fps"] = round(measured["throughput_fps"], 2) if measured else ""
+        rows.append(row)
+    return rows
+
+
+def gather(result_paths, output_csv, output_json):
+    """benchmarks.csv and benchmarks.json of one experiment, in the given order."""
+    results = [atomic.read_json(path) for path in result_paths]
+    rows = [row for result in results for row in csv_rows(result)]
+    atomic.write_tsv(output_csv, CSV_COLUMNS, [[row.get(key, "") for key in CSV_COLUMNS] for row in rows],
+                     delimiter=",")
+    atomic.write_json(output_json, {
+        "schema_version": 1, "rows": rows,
+        "untrained_backbone": any(result["untrained_backbone"] for result in results),
+        "note": next((result["note"] for result in results if result["note"]), ""),
+    })
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="benchmark one IR on one device")
+    run.add_argument("--ir-xml", required=True, help="model.xml (model.json beside it)")
+    run.add_argument("--device", required=True, help="OpenVINO device name: CPU, GPU, NPU, ...")
+    run.add_argument("--modes", nargs="+", choices=list(MODES), required=True)
+    run.add_argument("--seconds", type=float, required=True, help="measuring time per mode")
+    run.add_argument("--skip-absent", action="store_true", help="write a skipped result for an absent device")
+    run.add_argument("--threads", type=int, default=0, help="CPU inference threads (0: the plugin's choice)")
+    run.add_argument("--output", required=True)
+    collect = commands.add_parser("gather", help="benchmarks.csv and benchmarks.json of an experiment")
+    collect.add_argument("--output-csv", required=True)
+    collect.add_argument("--output-json", required=True)
+    collect.add_argument("results", nargs="+", help="benchmark JSON files")
+    args = parser.parse_args(argv)
+    if args.command == "gather":
+        rows = gather(args.results, args.output_csv, args.output_json)
+        print(f"wrote {len(rows)} rows to {args.output_csv}")
+        return
+    result = benchmark(args.ir_xml, args.device, args.modes, args.seconds, args.output,
+                       args.skip_absent, args.threads or None)
+    if result["skipped"]:
+        print(f"skipped: {result['reason']}")
+    for mode, measured in result["modes"].items():
+        print(f"{result['device']} {result['precision']} {mode}: median {measured['latency_ms']['median']:.2f} ms, "
+              f"{measured['throughput_fps']:.1f} images/s{note_suffix(result['note'])}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,42 @@
+"""Atomic outputs: nothing under the final name until the write is complete."""
+import os
+
+import pytest
+
+from scripts import atomic
+
+
+def test_a_failed_write_leaves_neither_output_nor_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(str(target)) as temp:
+            with open(temp, "w") as handle:
+                handle.write("half")
+            raise RuntimeError("killed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_folder_write_keeps_the_old_folder(tmp_path):
+    target = tmp_path / "folder"
+    target.mkdir()
+    (target / "old").write_text("kept")
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_dir(str(target)) as temp:
+            open(os.path.join(temp, "new"), "w").close()
+            raise RuntimeError("killed")
+    assert os.listdir(target) == ["old"] and os.listdir(tmp_path) == ["folder"]
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_write(tmp_path):
+    (tmp_path / ".out.txt.tmp-dead1").write_text("partial")
+    (tmp_path / ".out.txt.tmp-dead2").mkdir()
+    (tmp_path / ".other.txt.tmp-x").write_text("not ours")
+    atomic.write_text(str(tmp_path / "out.txt"), "done")
+    assert sorted(os.listdir(tmp_path)) == [".other.txt.tmp-x", "out.txt"]
+    assert (tmp_path / "out.txt").read_text() == "done"
+    assert oct((tmp_path / "out.txt").stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_tables_round_trip(tmp_path):
+    atomic.write_tsv(str(tmp_path / "t.tsv"), ["a", "b"], [["x y", 1], ["é", 2]])
+    assert atomic.read_tsv(str(tmp_path / "t.tsv")) == [{"a": "x y", "b": "1"}, {"a": "é", "b": "2"}]
