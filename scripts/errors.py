@@ -1,4 +1,5 @@
 """One error type for bad input, and the entry-point wrapper that prints it as one line."""
+import errno
 import sys
 
 
@@ -7,9 +8,15 @@ class PipelineError(Exception):
 
 
 def run_cli(main, argv=None):
-    """Run an entry point; a PipelineError becomes 'error: <message>' and exit status 1."""
+    """Run an entry point; bad input or a full disk becomes one 'error: ...' line and exit 1."""
     try:
         main(argv)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise  # anything else is a bug or an environment problem: keep the traceback
+        print(f"error: no space left on the device while writing {error.filename or 'an output'} "
+              "(nothing was left under a final name; free space and run again)", file=sys.stderr)
         sys.exit(1)
