@@ -26,9 +26,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/deploy.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         final_targets(),
+        report_targets(),
     default_target: True

@@ -8,6 +8,7 @@ import urllib.parse
 sys.path.insert(0, workflow.basedir)
 from scripts.config_check import check_config, experiment_settings
 from scripts.errors import PipelineError
+from snakemake.exceptions import WorkflowError
 
 try:
     check_config(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
@@ -29,6 +30,14 @@ EXPERIMENTS = list(config["experiments"])
 def env(name):
     """The conda environment file of a rule group (used with --sdm conda)."""
     return os.path.join(workflow.basedir, "envs", f"{name}.yaml")
+
+
+def all_cores():
+    """The cores given with --cores; 1 where none are given (--report, --lint)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def code(module):
@@ -132,6 +141,28 @@ def final_targets():
         for precision in precisions(experiment):
             targets += [f"{RESULTS}/{experiment}/ir/{precision}/{name}" for name in ("model.xml", "evaluation.json")]
         targets += [f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}" for ext in ("csv", "json")]
+    return targets
+
+
+# ------------------------------------------------------------------ report
+REPORT = f"{RESULTS}/report"
+EXPERIMENT_REPORT = f"{RESULTS}/{{experiment}}/report"
+
+
+def experiment_report(name, caption, category):
+    return report(f"{EXPERIMENT_REPORT}/{name}", caption=f"../report/{caption}", category=category,
+                  subcategory="{experiment}")
+
+
+def evaluations(experiment):
+    return [f"{RESULTS}/{experiment}/ir/{precision}/evaluation.json" for precision in precisions(experiment)]
+
+
+def report_targets():
+    targets = [f"{REPORT}/data_summary.csv", f"{REPORT}/experiments.csv"]
+    for experiment in EXPERIMENTS:
+        targets += [f"{RESULTS}/{experiment}/report/{name}" for name in
+                    ("training_curves.png", "ir_accuracy.csv", "benchmarks.png")]
     return targets
 
 

@@ -116,7 +116,7 @@ rule benchmark:
     benchmark:
         f"{RUNTIME}/{{experiment}}/benchmark_{{device}}-{{precision}}.tsv"
     # All the cores: a benchmark that shares the machine with other jobs measures them too.
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=4000,
         runtime=30,

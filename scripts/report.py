@@ -1,0 +1,214 @@
+"""Figures and tables for `snakemake --report`, made from the run's own outputs.
+
+    python -m scripts.report data --structure-summary S --split-summary P --output CSV
+    python -m scripts.report training --history H --metrics M --out-dir D
+    python -m scripts.report deployment --evaluations E... --benchmarks J --benchmarks-csv C --out-dir D
+    python -m scripts.report experiments --names N... --metrics M... --evaluations NAME=PATH... --output CSV
+
+Every figure made from an untrained backbone says so in its title.
+"""
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+
+from scripts import atomic
+from scripts.errors import run_cli
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(figure, path):
+    with atomic.atomic_path(path) as temp, open(temp, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(figure)
+
+
+def title_note(note):
+    return f" ({note})" if note else ""
+
+
+# ------------------------------------------------------------------ data
+def data_summary(structure_summary, split_summary, output):
+    """classes x splits image counts, plus rejects and duplicates."""
+    structure, splits = atomic.read_json(structure_summary), atomic.read_json(split_summary)
+    names = sorted(structure["classes"])
+    rows = [[name, *(splits.get(split, {}).get(name, 0) for split in ("train", "validation", "test")),
+             structure["classes"][name]] for name in names]
+    rows.append(["all", *(sum(splits.get(split, {}).values()) for split in ("train", "validation", "test")),
+                 structure["images"]])
+    rows.append([f"rejected: {structure['rejects']}", "", "", "", ""])
+    rows.append([f"duplicates dropped: {structure['duplicates']}", "", "", "", ""])
+    atomic.write_tsv(output, ["class", "train", "validation", "test", "total"], rows, delimiter=",")
+
+
+# ------------------------------------------------------------------ training
+def training_curves(history_csv, note, path):
+    rows = _read_csv(history_csv)
+    epochs = [int(row["epoch"]) for row in rows]
+    plt = pyplot()
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split in ("train", "validation"):
+        loss_axis.plot(epochs, [float(row[f"{split}_loss"]) for row in rows], label=split)
+        accuracy_axis.plot(epochs, [float(row[f"{split}_accuracy"]) for row in rows], label=split)
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    for axis in (loss_axis, accuracy_axis):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.suptitle("Training of the new final layer" + title_note(note))
+    save_figure(figure, path)
+
+
+def _read_csv(path):
+    import csv
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def confusion_figure(split_metrics, title, path):
+    matrix = np.asarray(split_metrics["confusion_matrix"])
+    labels = split_metrics["labels"]
+    plt = pyplot()
+    size = max(3.5, 0.7 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    for (row, column), count in np.ndenumerate(matrix):
+        colour = "white" if count > matrix.max() / 2 else "black"
+        axis.text(column, row, str(count), ha="center", va="center", color=colour)
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    save_figure(figure, path)
+
+
+def per_class_table(metrics, output):
+    rows = []
+    for split in ("validation", "test"):
+        for label, values in metrics["splits"][split]["per_class"].items():
+            rows.append([split, label, f"{values['precision']:.4f}", f"{values['recall']:.4f}",
+                         f"{values['f1']:.4f}", values["support"]])
+        rows.append([split, "accuracy", "", "", f"{metrics['splits'][split]['accuracy']:.4f}",
+                     metrics["splits"][split]["n"]])
+    atomic.write_tsv(output, ["split", "class", "precision", "recall", "f1", "support"], rows, delimiter=",")
+
+
+def training(history_csv, metrics_json, out_dir):
+    metrics = atomic.read_json(metrics_json)
+    note = metrics["note"]
+    training_curves(history_csv, note, os.path.join(out_dir, "training_curves.png"))
+    for split in ("validation", "test"):
+        split_metrics = metrics["splits"][split]
+        title = f"{split}: accuracy {split_metrics['accuracy']:.3f}{title_note(note)}"
+        confusion_figure(split_metrics, title, os.path.join(out_dir, f"confusion_{split}.png"))
+    per_class_table(metrics, os.path.join(out_dir, "per_class.csv"))
+
+
+# ------------------------------------------------------------------ deployment
+def ir_table(evaluation_paths, output):
+    rows = []
+    for path in evaluation_paths:
+        evaluation = atomic.read_json(path)
+        rows.append([evaluation["precision"], f"{evaluation['metrics']['accuracy']:.4f}",
+                     f"{evaluation['tensorflow_accuracy']:.4f}", f"{evaluation['accuracy_drop_points']:.2f}",
+                     f"{evaluation['agreement']['top1_agreement']:.4f}",
+                     f"{evaluation['agreement']['max_abs_probability_difference']:.2e}",
+                     evaluation["agreement"]["images"], evaluation["note"]])
+    atomic.write_tsv(output, ["precision", "ir_accuracy", "tensorflow_accuracy", "drop_points",
+                              "top1_agreement_with_tensorflow", "max_abs_probability_difference",
+                              "test_images", "note"], rows, delimiter=",")
+
+
+def benchmark_chart(benchmarks_json, path):
+    summary = atomic.read_json(benchmarks_json)
+    rows = [row for row in summary["rows"] if not row["skipped"] and row["mode"]]
+    plt = pyplot()
+    figure, (latency_axis, throughput_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for axis, mode, key, label in ((latency_axis, "latency", "latency_median_ms", "median latency (ms)"),
+                                   (throughput_axis, "throughput", "throughput_fps", "throughput (images/s)")):
+        chosen = [row for row in rows if row["mode"] == mode]
+        names = [f"{row['device']}\n{row['precision']}" for row in chosen]
+        values = [float(row[key]) for row in chosen]
+        axis.bar(names, values, color="tab:blue")
+        for index, value in enumerate(values):
+            axis.text(index, value, f"{value:.1f}", ha="center", va="bottom")
+        axis.set(ylabel=label, title=f"{mode} setting")
+        axis.grid(axis="y", alpha=0.3)
+    skipped = sorted({row["device"] for row in summary["rows"] if row["skipped"]})
+    extra = f"; skipped absent devices: {', '.join(skipped)}" if skipped else ""
+    figure.suptitle("OpenVINO benchmarks" + title_note(summary["note"]) + extra)
+    save_figure(figure, path)
+
+
+def deployment(evaluation_paths, benchmarks_json, benchmarks_csv, out_dir):
+    ir_table(evaluation_paths, os.path.join(out_dir, "ir_accuracy.csv"))
+    benchmark_chart(benchmarks_json, os.path.join(out_dir, "benchmarks.png"))
+    with atomic.atomic_path(os.path.join(out_dir, "benchmarks.csv")) as temp:
+        shutil.copyfile(benchmarks_csv, temp)  # the full table, beside its chart in the report
+
+
+# ------------------------------------------------------------------ experiments
+def experiments(names, metrics_paths, evaluation_groups, output):
+    """One row per experiment: its settings' differences, accuracies and IR accuracies."""
+    rows = []
+    for name, metrics_path, evaluations in zip(names, metrics_paths, evaluation_groups):
+        metrics = atomic.read_json(metrics_path)
+        ir = {atomic.read_json(path)["precision"]: atomic.read_json(path)["metrics"]["accuracy"]
+              for path in evaluations}
+        rows.append([name, json.dumps(metrics["settings"], sort_keys=True),
+                     metrics["training"]["best_epoch"],
+                     f"{metrics['splits']['validation']['accuracy']:.4f}",
+                     f"{metrics['splits']['test']['accuracy']:.4f}",
+                     f"{metrics['splits']['test']['macro_f1']:.4f}",
+                     " ".join(f"{precision}={value:.4f}" for precision, value in sorted(ir.items())),
+                     metrics["note"]])
+    atomic.write_tsv(output, ["experiment", "train_settings", "best_epoch", "validation_accuracy",
+                              "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows, delimiter=",")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Figures and tables for the Snakemake report.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", help="class counts per split, rejects, duplicates")
+    data.add_argument("--structure-summary", required=True)
+    data.add_argument("--split-summary", required=True)
+    data.add_argument("--output", required=True)
+    train = commands.add_parser("training", help="training curves, confusion matrices, per-class table")
+    train.add_argument("--history", required=True)
+    train.add_argument("--metrics", required=True)
+    train.add_argument("--out-dir", required=True)
+    deploy = commands.add_parser("deployment", help="IR accuracy table and benchmark chart")
+    deploy.add_argument("--evaluations", nargs="+", required=True)
+    deploy.add_argument("--benchmarks", required=True, help="benchmarks.json")
+    deploy.add_argument("--benchmarks-csv", required=True, help="benchmarks.csv")
+    deploy.add_argument("--out-dir", required=True)
+    compare = commands.add_parser("experiments", help="one comparison table of all experiments")
+    compare.add_argument("--names", nargs="+", required=True)
+    compare.add_argument("--metrics", nargs="+", required=True)
+    compare.add_argument("--evaluations", nargs="*", default=[],
+                         help="evaluation.json files, each prefixed by its experiment: NAME=PATH")
+    compare.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "data":
+        data_summary(args.structure_summary, args.split_summary, args.output)
+    elif args.command == "training":
+        training(args.history, args.metrics, args.out_dir)
+    elif args.command == "deployment":
+        deployment(args.evaluations, args.benchmarks, args.benchmarks_csv, args.out_dir)
+    else:
+        groups = {name: [] for name in args.names}
+        for item in args.evaluations:
+            name, path = item.split("=", 1)
+            groups[name].append(path)
+        experiments(args.names, args.metrics, [groups[name] for name in args.names], args.output)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,108 @@
+# Report stages: figures and tables for `snakemake --report report.html`, made from the
+# run's own outputs. Each is its own rule so that, e.g., a new benchmark setting
+# redraws only the benchmark chart.
+
+rule report_data:
+    """Images per class and split, rejects and duplicates."""
+    input:
+        structure=f"{DATA}/structure_summary.json",
+        split=f"{DATA}/split_summary.json",
+        code=code("report"),
+    output:
+        report(f"{REPORT}/data_summary.csv", caption="../report/data_summary.rst", category="Data"),
+    log:
+        f"{LOGS}/report_data.log",
+    benchmark:
+        f"{RUNTIME}/report_data.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        env("openvino")
+    shell:
+        "python -m scripts.report data --structure-summary {input.structure:q}"
+        " --split-summary {input.split:q} --output {output:q} > {log} 2>&1"
+
+
+rule report_training:
+    """Training curves, confusion matrices and per-class metrics of one experiment."""
+    input:
+        history=f"{RESULTS}/{{experiment}}/model/history.csv",
+        metrics=f"{RESULTS}/{{experiment}}/model/metrics.json",
+        code=code("report"),
+    output:
+        curves=experiment_report("training_curves.png", "training_curves.rst", "Training"),
+        validation=experiment_report("confusion_validation.png", "confusion.rst", "Training"),
+        test=experiment_report("confusion_test.png", "confusion.rst", "Training"),
+        per_class=experiment_report("per_class.csv", "per_class.rst", "Training"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.curves),
+    log:
+        f"{LOGS}/{{experiment}}/report_training.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/report_training.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        env("openvino")
+    shell:
+        "python -m scripts.report training --history {input.history:q} --metrics {input.metrics:q}"
+        " --out-dir {params.out_dir:q} > {log} 2>&1"
+
+
+rule report_deployment:
+    """IR accuracy and agreement per precision, and the benchmark table and chart."""
+    input:
+        evaluations=lambda wildcards: evaluations(wildcards.experiment),
+        benchmarks=f"{RESULTS}/{{experiment}}/benchmarks/benchmarks.json",
+        benchmarks_csv=f"{RESULTS}/{{experiment}}/benchmarks/benchmarks.csv",
+        code=code("report"),
+    output:
+        ir=experiment_report("ir_accuracy.csv", "ir_accuracy.rst", "Deployment"),
+        chart=experiment_report("benchmarks.png", "benchmarks.rst", "Deployment"),
+        table=experiment_report("benchmarks.csv", "benchmarks.rst", "Deployment"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.ir),
+    log:
+        f"{LOGS}/{{experiment}}/report_deployment.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/report_deployment.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        env("openvino")
+    shell:
+        "python -m scripts.report deployment --evaluations {input.evaluations:q}"
+        " --benchmarks {input.benchmarks:q} --benchmarks-csv {input.benchmarks_csv:q}"
+        " --out-dir {params.out_dir:q} > {log} 2>&1"
+
+
+rule report_experiments:
+    """One table comparing every experiment."""
+    input:
+        metrics=expand(f"{RESULTS}/{{experiment}}/model/metrics.json", experiment=EXPERIMENTS),
+        evaluations=[path for experiment in EXPERIMENTS for path in evaluations(experiment)],
+        code=code("report"),
+    output:
+        report(f"{REPORT}/experiments.csv", caption="../report/experiments.rst", category="Experiments"),
+    params:
+        names=EXPERIMENTS,
+        evaluations=[f"{experiment}={path}" for experiment in EXPERIMENTS for path in evaluations(experiment)],
+    log:
+        f"{LOGS}/report_experiments.log",
+    benchmark:
+        f"{RUNTIME}/report_experiments.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        env("openvino")
+    shell:
+        "python -m scripts.report experiments --names {params.names:q} --metrics {input.metrics:q}"
+        " --evaluations {params.evaluations:q} --output {output:q} > {log} 2>&1"
