@@ -14,6 +14,7 @@ asynchronous requests. TensorFlow: latency = batch 1, throughput = batches of
 --tf-batch, with as many threads as the CPU has.
 """
 import argparse
+import functools
 import os
 import sys
 import tarfile
@@ -66,47 +67,79 @@ def synthetic_calibration(folder, count, seed):
     return [preprocess_image(path, SIZE, INPUT_RANGE)[None] for path in paths[:count]]
 
 
-def tensorflow_speed(model_pb, seconds, batch, threads):
-    """TensorFlow's latency (batch 1) and throughput (batches of ``batch``) on the frozen .pb."""
+def tensorflow_engine(model_pb, batch, threads):
+    """{mode: run(seconds) -> (latencies in ms, images, wall seconds)} of the frozen .pb."""
     model = FrozenModel(model_pb, threads)
     rng = np.random.default_rng(0)
     single = rng.uniform(*INPUT_RANGE, (1, SIZE, SIZE, 3)).astype(np.float32)
     many = rng.uniform(*INPUT_RANGE, (batch, SIZE, SIZE, 3)).astype(np.float32)
     model(single), model(many)  # warm-up: the first runs allocate
-    latencies = []
 
-    def one():
-        started = time.perf_counter()
-        model(single)
-        latencies.append(1000 * (time.perf_counter() - started))
+    def latency(seconds):
+        latencies, started = [], time.perf_counter()
+        for _ in benchmark.for_seconds(seconds):
+            begun = time.perf_counter()
+            model(single)
+            latencies.append(1000 * (time.perf_counter() - begun))
+        return latencies, len(latencies), time.perf_counter() - started
 
-    benchmark.run_for(seconds, one)
-    batches = []
-    elapsed = benchmark.run_for(seconds, lambda: batches.append(model(many)))
-    return benchmark.latency_summary(latencies), len(batches) * batch / elapsed
+    def throughput(seconds):
+        images, started = 0, time.perf_counter()
+        for _ in benchmark.for_seconds(seconds):
+            model(many)
+            images += batch
+        return [], images, time.perf_counter() - started
+
+    return {"latency": latency, "throughput": throughput}
 
 
-def openvino_speed(ir_xml, seconds, threads):
-    """(latency statistics, images/s) in the pipeline's latency and throughput modes."""
+def openvino_engine(ir_xml, threads):
+    """The same for one IR, compiled once per mode as scripts/benchmark.py compiles it."""
     import openvino as ov
-    core = ov.Core()
-    latency = benchmark.measure(core, ir_xml, "CPU", "latency", seconds, threads)
-    throughput = benchmark.measure(core, ir_xml, "CPU", "throughput", seconds, threads)
-    return latency["latency_ms"], throughput["throughput_fps"]
+    core, runs = ov.Core(), {}
+    for mode, measure_mode in benchmark.MEASURE.items():
+        compiled = ir.compile_ir(core, ir_xml, "CPU", benchmark.MODES[mode], threads)
+        runs[mode] = functools.partial(_openvino_run, measure_mode, compiled, benchmark.random_input(compiled))
+    return runs
 
 
-def table(rows, tf_latency, tf_fps):
+def _openvino_run(measure_mode, compiled, pixels, seconds):
+    latencies, elapsed, _ = measure_mode(compiled, pixels, seconds)
+    return latencies, len(latencies), elapsed
+
+
+def interleaved(engines, seconds, rounds):
+    """{name: (latency statistics, images/s)}, each engine measured in turn, ``rounds`` times.
+
+    Taking turns spreads the load of a shared machine over every engine alike.
+    """
+    latencies = {name: [] for name in engines}
+    images, elapsed = dict.fromkeys(engines, 0), dict.fromkeys(engines, 0.0)
+    for _ in range(rounds):
+        for name, runs in engines.items():
+            latencies[name] += runs["latency"](seconds / rounds)[0]
+            _, count, wall = runs["throughput"](seconds / rounds)
+            images[name] += count
+            elapsed[name] += wall
+    return {name: (benchmark.latency_summary(latencies[name]), images[name] / elapsed[name]) for name in engines}
+
+
+def table(speeds, reference):
+    """Median and p90 latency, throughput, and both as multiples of ``reference``'s."""
+    ref_latency, ref_fps = speeds[reference]
     lines = [f"{'engine':<16}{'median ms':>11}{'p90 ms':>9}{'images/s':>10}{'latency x TF':>14}"
              f"{'throughput x TF':>17}"]
-    for name, latency, fps in rows:
+    for name, (latency, fps) in speeds.items():
         lines.append(f"{name:<16}{latency['median']:>11.1f}{latency['p90']:>9.1f}{fps:>10.1f}"
-                     f"{tf_latency['median'] / latency['median']:>13.2f}x{fps / tf_fps:>16.2f}x")
+                     f"{ref_latency['median'] / latency['median']:>13.2f}x{fps / ref_fps:>16.2f}x")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5, help="measuring time per engine and mode (default 5)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="turns the engines take, each measuring seconds/rounds (default 5)")
     parser.add_argument("--calibration-images", type=int, default=32, help="synthetic images for INT8 (default 32)")
     parser.add_argument("--tf-batch", type=int, default=8, help="TensorFlow's throughput batch size (default 8)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all)")
@@ -119,23 +152,22 @@ def main(argv=None):
               f"in {folder}", flush=True)
         model_pb, contract = frozen_inception_v3(folder, args.seed)
         calibration = synthetic_calibration(folder, args.calibration_images, args.seed)
-        rows = []
+        engines = {"TensorFlow .pb": tensorflow_engine(model_pb, args.tf_batch, args.threads)}
         for precision in ir.PRECISIONS:
-            print(f"converting and measuring {precision}", flush=True)
+            print(f"converting to {precision}", flush=True)
             model = ir.convert(model_pb, contract, precision, calibration if precision == "INT8" else None)
             out_dir = os.path.join(folder, "ir", precision)
             ir.save_ir(model, contract, precision, out_dir, len(calibration) if precision == "INT8" else 0)
-            rows.append((f"OpenVINO {precision}", *openvino_speed(os.path.join(out_dir, "model.xml"),
-                                                                  args.seconds, args.threads)))
-        print("measuring TensorFlow", flush=True)
-        tf_latency, tf_fps = tensorflow_speed(model_pb, args.seconds, args.tf_batch, args.threads)
+            engines[f"OpenVINO {precision}"] = openvino_engine(os.path.join(out_dir, "model.xml"), args.threads)
+        print(f"measuring, {args.rounds} rounds", flush=True)
+        speeds = interleaved(engines, args.seconds, args.rounds)
     import openvino as ov
     print(f"\nInception V3 {SIZE}x{SIZE}, untrained backbone (random weights: speed only, no accuracy); "
           f"CPU {ov.Core().get_property('CPU', 'FULL_DEVICE_NAME')}, {args.threads} threads, "
-          f"{args.seconds:g} s per measurement; OpenVINO {ov.__version__.split('-')[0]}")
+          f"{args.seconds:g} s per engine and mode in {args.rounds} turns; OpenVINO {ov.__version__.split('-')[0]}")
     print(f"latency: batch 1, one synchronous request; throughput: OpenVINO async requests (batch 1), "
           f"TensorFlow batches of {args.tf_batch}; x TF: how many times faster than TensorFlow")
-    print(table([("TensorFlow .pb", tf_latency, tf_fps)] + rows, tf_latency, tf_fps))
+    print(table(speeds, "TensorFlow .pb"))
 
 
 if __name__ == "__main__":

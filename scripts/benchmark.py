@@ -5,7 +5,7 @@ Modes (each measured for ``--seconds`` after one warm-up inference per request):
     throughput  PERFORMANCE_HINT THROUGHPUT, AsyncInferQueue with the device's optimal
                 number of requests kept busy
 Latencies are the device's own per-request times (InferRequest.latency); throughput is
-images per wall-clock second. On the CPU inference runs in float32 (see compile_ir).
+images per wall-clock second. On the CPU inference runs in float32 (scripts/ir.compile_ir).
 
     python -m scripts.benchmark run --ir-xml X --device CPU --modes latency throughput \
         --seconds 5 --output results/default/benchmarks/CPU-FP16.json
@@ -22,15 +22,15 @@ import numpy as np
 
 from scripts import atomic
 from scripts.errors import PipelineError, run_cli
-from scripts.ir import note_suffix
+from scripts.ir import compile_ir, note_suffix, run_async
 
 MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 # How to get a device this OpenVINO does not see, by device family.
+_LEGACY = ("has no plugin after OpenVINO 2022.3 LTS: install openvino 2022.3 and run with a pipeline "
+           "config whose benchmark.devices lists it")
 DEVICE_HELP = {
-    "MYRIAD": "MYRIAD (Intel NCS2) has no plugin after OpenVINO 2022.3 LTS: install openvino 2022.3 "
-              "and run with a pipeline config whose benchmark.devices lists MYRIAD",
-    "HDDL": "HDDL has no plugin after OpenVINO 2022.3 LTS: install openvino 2022.3 "
-            "and run with a pipeline config whose benchmark.devices lists HDDL",
+    "MYRIAD": f"MYRIAD (Intel NCS2) {_LEGACY}",
+    "HDDL": f"HDDL {_LEGACY}",
     "NPU": "NPU needs an Intel NPU (Core Ultra) and its driver (intel-npu-driver)",
     "GPU": "GPU needs an Intel GPU and its compute runtime (intel-opencl-icd or Level Zero)",
 }
@@ -53,75 +53,59 @@ def absent_device_reason(device, available):
             f"{advice}")
 
 
-def compile_ir(core, ir_xml, device, performance_hint, threads=None):
-    """Compile an IR; on the CPU in float32, so that FP32 and FP16 mean what they say.
-
-    (The CPU plugin would otherwise run float parts in bf16 where the processor has it.)
-    """
-    config = {"PERFORMANCE_HINT": performance_hint}
-    if device.split(".")[0] == "CPU":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(ir_xml, device, config)
-
-
 def latency_summary(latencies_ms):
     values = np.asarray(latencies_ms, np.float64)
     return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90)),
             "min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
 
 
-def run_for(seconds, step):
-    """Call ``step`` until ``seconds`` have passed (at least once); return the wall time."""
+def for_seconds(seconds):
+    """Yield until ``seconds`` have passed (at least once)."""
     started = time.perf_counter()
-    while True:
-        step()
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds:
-            return elapsed
+    yield
+    while time.perf_counter() - started < seconds:
+        yield
 
 
 def measure_latency(compiled, pixels, seconds):
-    """One synchronous request, one image at a time."""
+    """One synchronous request, one image at a time: (latencies in ms, wall seconds, requests)."""
     import openvino as ov
     request = compiled.create_infer_request()
     request.set_input_tensor(ov.Tensor(pixels))
     request.infer()  # warm-up: the first inference allocates
-    latencies = []
-
-    def step():
+    latencies, started = [], time.perf_counter()
+    for _ in for_seconds(seconds):
         request.infer()
         latencies.append(request.latency)
-
-    return latencies, run_for(seconds, step), 1
+    return latencies, time.perf_counter() - started, 1
 
 
 def measure_throughput(compiled, pixels, seconds):
-    """The optimal number of asynchronous requests, kept busy."""
+    """The optimal number of asynchronous requests, kept busy: (latencies in ms, wall seconds, requests)."""
     import openvino as ov
     requests = ov.AsyncInferQueue(compiled)
     for request in requests:
         request.set_input_tensor(ov.Tensor(pixels))
-    latencies = []
-    requests.set_callback(lambda request, _: latencies.append(request.latency))
-    for _ in range(len(requests)):  # warm-up: one inference per request
-        requests.start_async()
-    requests.wait_all()
-    latencies.clear()
-    started = time.perf_counter()
-    run_for(seconds, requests.start_async)  # start_async waits for a free request
-    requests.wait_all()
+    run_async(requests, ((None, None) for _ in range(len(requests))), lambda request, job: None)  # warm-up
+    latencies, started = [], time.perf_counter()
+    run_async(requests, ((None, None) for _ in for_seconds(seconds)),
+              lambda request, job: latencies.append(request.latency))
     return latencies, time.perf_counter() - started, len(requests)
 
 
-def measure(core, ir_xml, device, mode, seconds, threads=None, seed=0):
+MEASURE = {"latency": measure_latency, "throughput": measure_throughput}
+
+
+def random_input(compiled, seed=0):
+    """A fixed random image batch of the compiled model's input shape."""
+    shape = list(compiled.input(0).get_shape())
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def measure(core, ir_xml, device, mode, seconds, threads=None):
     """Latency statistics and throughput of one device and mode."""
     compiled = compile_ir(core, ir_xml, device, MODES[mode], threads)
-    shape = list(compiled.input(0).get_shape())
-    pixels = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
-    measure_mode = measure_latency if mode == "latency" else measure_throughput
-    latencies, elapsed, requests = measure_mode(compiled, pixels, seconds)
+    latencies, elapsed, requests = MEASURE[mode](compiled, random_input(compiled), seconds)
     return {
         "performance_hint": MODES[mode],
         "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
@@ -159,18 +143,18 @@ def benchmark(ir_xml, device, modes, seconds, output, skip_absent=False, threads
 
 
 def csv_rows(result):
-    """One row per mode of one benchmark JSON; a skipped device has empty measurements."""
+    """One row per mode of one benchmark JSON; a skipped device has one row, unmeasured (None)."""
     rows = []
-    for mode in result["modes"] or [""]:
+    for mode in result["modes"] or [None]:
         measured = result["modes"].get(mode, {})
-        latency = measured.get("latency_ms", {})
-        row = {"device": result["device"], "precision": result["precision"], "mode": mode,
-               "skipped": result["skipped"], "full_device_name": result["full_device_name"] or "",
-               "openvino_version": result["openvino_version"], "note": result["note"]}
-        row.update({f"latency_{key}_ms": round(value, 3) for key, value in latency.items()})
-        row.update({key: measured.get(key, "") for key in
-                    ("iterations", "requests", "streams", "inference_precision")})
-        row["throughput_fps"] = round(measured["throughput_fps"], 2) if measured else ""
+        row = dict.fromkeys(CSV_COLUMNS)
+        row.update(device=result["device"], precision=result["precision"], mode=mode, skipped=result["skipped"],
+                   full_device_name=result["full_device_name"], openvino_version=result["openvino_version"],
+                   note=result["note"])
+        if measured:
+            row.update({f"latency_{key}_ms": round(value, 3) for key, value in measured["latency_ms"].items()})
+            row.update({key: measured[key] for key in ("iterations", "requests", "streams", "inference_precision")})
+            row["throughput_fps"] = round(measured["throughput_fps"], 2)
         rows.append(row)
     return rows
 
@@ -179,8 +163,7 @@ def gather(result_paths, output_csv, output_json):
     """benchmarks.csv and benchmarks.json of one experiment, in the given order."""
     results = [atomic.read_json(path) for path in result_paths]
     rows = [row for result in results for row in csv_rows(result)]
-    atomic.write_tsv(output_csv, CSV_COLUMNS, [[row.get(key, "") for key in CSV_COLUMNS] for row in rows],
-                     delimiter=",")
+    atomic.write_tsv(output_csv, CSV_COLUMNS, [list(row.values()) for row in rows], delimiter=",")
     atomic.write_json(output_json, {
         "schema_version": 1, "rows": rows,
         "untrained_backbone": any(result["untrained_backbone"] for result in results),

@@ -26,9 +26,9 @@ import os
 import numpy as np
 
 from scripts import atomic, tfrecords
-from scripts.bottlenecks import OpenVinoBackbone, preprocessed_batches
+from scripts.bottlenecks import preprocessed_batches
 from scripts.errors import PipelineError, run_cli
-from scripts.ir import input_spec, model_contract, note_suffix
+from scripts.ir import IrModel, input_spec, model_contract, note_suffix
 from scripts.metrics import classification_metrics
 
 BATCH_SIZE = 32
@@ -95,7 +95,7 @@ def evaluate_ir(ir_xml, tensorflow_npz, test_tfrecords, output, min_fp_agreement
     """Write evaluation.json of one IR, or fail on the thresholds (then nothing is written)."""
     description = atomic.read_json(os.path.join(os.path.dirname(ir_xml), "model.json"))
     reference = load_predictions(tensorflow_npz)
-    probs, labels, hashes = predictions(OpenVinoBackbone(ir_xml, threads), input_spec(description),
+    probs, labels, hashes = predictions(IrModel(ir_xml, threads), input_spec(description),
                                         test_tfrecords, threads)
     if list(hashes) != list(reference["sha256"]):
         raise PipelineError(f"{tensorflow_npz}: made from other test images than {test_tfrecords[0]}")

@@ -22,6 +22,8 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+
 from scripts import atomic, tfrecords
 from scripts.bottlenecks import preprocessed_batches
 from scripts.errors import PipelineError, run_cli
@@ -141,6 +143,59 @@ def export_ir(model_pb, precision, out_dir, train_tfrecords=(), calibration_coun
         calibration = calibration_images(list(train_tfrecords), contract, calibration_count, threads)
     model = convert(model_pb, contract, precision, calibration)
     return save_ir(model, contract, precision, out_dir, len(calibration or ()))
+
+
+def compile_ir(core, ir_xml, device, performance_hint, threads=None):
+    """Compile an IR; on the CPU in float32, so that FP32 and FP16 mean what they say.
+
+    (The CPU plugin would otherwise run float parts in bf16 where the processor has it.)
+    """
+    config = {"PERFORMANCE_HINT": performance_hint}
+    if device.split(".")[0] == "CPU":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(ir_xml, device, config)
+
+
+def run_async(requests, jobs, collect):
+    """Run ``(job, inputs)`` pairs on an AsyncInferQueue; ``collect(request, job)`` each result.
+
+    Results are collected when their request is next idle, and after ``wait_all``, not
+    in a Python callback: a callback can still wait for the GIL while the queue is being
+    freed, and the process deadlocks.
+    """
+    pending = {}  # request index -> the job whose result it holds once idle
+    for job, inputs in jobs:
+        index = requests.get_idle_request_id()  # waits for a free request; start_async takes it
+        if index in pending:
+            collect(requests[index], pending.pop(index))
+        pending[index] = job
+        requests.start_async(inputs)
+    requests.wait_all()
+    for index, job in pending.items():
+        collect(requests[index], job)
+
+
+class IrModel:
+    """An IR on the CPU, called like FrozenModel: pixels [N, S, S, 3] -> outputs [N, ...].
+
+    The batch is split into single images over asynchronous requests.
+    """
+
+    def __init__(self, ir_xml, threads=1):
+        import openvino as ov
+        compiled = compile_ir(ov.Core(), ir_xml, "CPU", "THROUGHPUT", threads)
+        self.requests = ov.AsyncInferQueue(compiled)  # the CPU's optimal number of requests
+
+    def __call__(self, pixels):
+        outputs = [None] * len(pixels)
+
+        def collect(request, index):
+            outputs[index] = request.get_output_tensor(0).data.copy()
+
+        run_async(self.requests, ((index, {0: pixels[index:index + 1]}) for index in range(len(pixels))), collect)
+        return np.concatenate(outputs)
 
 
 def main(argv=None):

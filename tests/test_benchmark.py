@@ -88,6 +88,7 @@ def test_gather_writes_a_row_per_device_precision_and_mode(tiny_ir, tmp_path):
     assert float(rows[0]["latency_median_ms"]) > 0 and rows[2]["latency_median_ms"] == ""
     gathered = atomic.read_json(tmp_path / "benchmarks.json")
     assert len(gathered["rows"]) == 3 and gathered["note"] == "untrained backbone"
+    assert gathered["rows"][2]["latency_median_ms"] is None and set(gathered["rows"][0]) == set(rows[0])
 
 
 def test_command_line_prints_one_error_line_for_an_absent_device(tiny_ir, tmp_path):
