@@ -83,28 +83,18 @@ class TensorFlowBackbone:
 
 
 class OpenVinoBackbone:
-    """The backbone IR, split over asynchronous infer requests (one per thread)."""
+    """The backbone IR on the CPU in float32, split over asynchronous infer requests.
+
+    scripts/ir.IrModel collects results without Python callbacks (a callback can
+    deadlock OpenVINO 2026.4 when its queue is freed).
+    """
 
     def __init__(self, ir_xml, threads):
-        import openvino as ov
-        core = ov.Core()
-        model = core.read_model(ir_xml)
-        self.compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "THROUGHPUT",
-            "NUM_STREAMS": threads, "INFERENCE_PRECISION_HINT": "f32"})
-        self.requests = ov.AsyncInferQueue(self.compiled, threads)
-        self.requests.set_callback(self._collect)
-        self.results = {}
-
-    def _collect(self, request, index):
-        self.results[index] = request.get_output_tensor(0).data.reshape(1, -1).copy()
+        from scripts.ir import IrModel  # imported here: scripts.ir imports this module
+        self.model = IrModel(ir_xml, threads)
 
     def __call__(self, pixels):
-        self.results = {}
-        for index in range(len(pixels)):
-            self.requests.start_async({0: pixels[index:index + 1]}, index)
-        self.requests.wait_all()
-        return np.concatenate([self.results[index] for index in range(len(pixels))])
+        return self.model(pixels).reshape(len(pixels), -1)
 
 
 def make_backbone(backend, backbone_pb, info, threads, ir_xml=None):

@@ -232,3 +232,16 @@ def test_untrained_inception_v3_uses_the_official_format_and_is_restored(tmp_pat
     expected = tf.train.load_variable(checkpoint, name)
     node = next(node for node in backbone.load_graph_def(str(tmp_path / "b.pb")).node if node.name == name)
     assert np.array_equal(tf.make_ndarray(node.attr["value"].tensor), expected)
+
+
+def test_the_openvino_backend_matches_tensorflow_within_tolerance(setup, tmp_path):
+    """The documented tolerance: bottlenecks agree within 1e-4 absolute (float32 on both sides)."""
+    xml = str(tmp_path / "backbone.xml")
+    backbone.convert_to_ir(str(setup / "backbone.pb"), str(setup / "backbone.json"), xml)
+    output = tmp_path / "openvino.npz"
+    bottlenecks.compute_shard(str(setup / "backbone.pb"), str(setup / "backbone.json"), str(setup / "test.tfrecord"),
+                              str(output), batch_size=4, threads=2, backend="openvino", ir_xml=xml)
+    reference = bottlenecks.load_bottlenecks(setup / "bottlenecks" / "test.npz")
+    features = bottlenecks.load_bottlenecks(output)
+    assert np.array_equal(features["sha256"], reference["sha256"])
+    np.testing.assert_allclose(features["features"], reference["features"], rtol=0, atol=1e-4)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import snakemake, test_config
+from conftest import OFFLINE, snakemake, test_config
 from scripts import tfrecords
 
 
@@ -91,3 +91,23 @@ def test_real_data_mobilenet_reaches_the_baseline_accuracy(taleqani_run):
     print("test accuracy", metrics["splits"]["test"]["accuracy"])
     assert metrics["untrained_backbone"] is False and metrics["note"] == ""
     assert metrics["splits"]["test"]["accuracy"] >= 0.97
+
+
+def test_offline_default_deploys_and_reports(offline_run, tmp_path):
+    results = offline_run / "results"
+    for precision in ("FP32", "FP16", "INT8"):
+        evaluation = read_json(results / "default" / "ir" / precision / "evaluation.json")
+        assert evaluation["note"] == "untrained backbone"
+        if precision != "INT8":
+            assert evaluation["agreement"]["top1_agreement"] >= 0.995
+    benchmarks = read_json(results / "default" / "benchmarks" / "benchmarks.json")
+    measured = [row for row in benchmarks["rows"] if not row["skipped"]]
+    assert {(row["precision"], row["mode"]) for row in measured} >= {("FP16", "latency"), ("INT8", "throughput")}
+    assert all(float(row["latency_median_ms"]) > 0 for row in measured)
+    for name in ("training_curves.png", "confusion_test.png", "benchmarks.png"):
+        with open(results / "default" / "report" / name, "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n", name
+    report = tmp_path / "report.html"
+    snakemake(offline_run, "--report", str(report), configfiles=[OFFLINE])
+    html = report.read_text(encoding="utf-8", errors="replace")
+    assert "untrained backbone" in html and "experiments.csv" in html and "confusion_test.png" in html
