@@ -9,16 +9,15 @@
 # to run again: the config is rewritten and the daemons restarted. Needs root and
 # a working apt (Debian/Ubuntu); does nothing to a slurm.conf it did not write.
 #
-# Environment (all optional):
-#   SLURM_TEST_PARTITION  partition name (default: main; profiles/slurm uses it)
-#   SLURM_TEST_TIMEOUT    seconds to wait for the node to become idle (default: 60)
+# The partition is "main", the name profiles/slurm submits to.
+# SLURM_TEST_TIMEOUT: seconds to wait for the node to become idle (default: 60).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=tests/slurm/common.sh
 source "$HERE/common.sh"
 
-PARTITION="${SLURM_TEST_PARTITION:-main}"
+PARTITION=main
 TIMEOUT="${SLURM_TEST_TIMEOUT:-60}"
 
 [[ $EUID -eq 0 ]] || die "run as root (installs packages and starts system daemons)"
@@ -120,8 +119,9 @@ SlurmdDebug=info
 MailProg=/bin/true
 # A DOWN node (e.g. slurmd killed in an earlier run) comes back when it registers.
 ReturnToService=2
-# Keep finished jobs in the controller for 5 minutes: squeue/sacct still see them.
-MinJobAge=300
+# Keep finished jobs in the controller for an hour: without slurmdbd, squeue is how
+# Snakemake learns that a job ended (and tests/test_slurm.py reads it afterwards).
+MinJobAge=3600
 
 # No cgroups: they are not usable in every container/VM, and nothing here needs
 # hard confinement. Processes are tracked through /proc; tasks are not pinned.
@@ -136,8 +136,9 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 
-# Accounting without a database: no slurmdbd; sacct answers from the controller's
-# memory of recent jobs, and every finished job is appended to a text file.
+# Accounting without a database (no slurmdbd, no MySQL): every finished job is
+# appended to a text file. sacct needs slurmdbd and says "accounting storage is
+# disabled"; job status comes from squeue (--slurm-status-command squeue).
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$JOBCOMP_LOG
