@@ -107,24 +107,36 @@ def make_backbone(backend, backbone_pb, info, threads, ir_xml=None):
     raise PipelineError(f"config key bottlenecks.backend: unknown backend {backend!r}")
 
 
+def run_over_tfrecords(model, info, tfrecord_paths, batch_size, threads, log=None):
+    """Run ``model`` (pixels [B, S, S, 3] -> [B, ...]) over every image of the TFRecords.
+
+    Returns (outputs [N, ...] or None when there are no images, labels, sha256s, file
+    names), in TFRecord order; the one loop behind bottlenecks, the freeze check and the
+    IR evaluation.
+    """
+    outputs, labels, hashes, names = [], [], [], []
+    started = time.monotonic()
+    for pixels, batch in preprocessed_batches(tfrecords.read_examples(tfrecord_paths), info,
+                                              batch_size, threads):
+        outputs.append(model(pixels))
+        labels += [example["label"] for example in batch]
+        hashes += [example["sha256"] for example in batch]
+        names += [example["filename"] for example in batch]
+        if log:
+            rate = len(labels) / max(time.monotonic() - started, 1e-9)
+            print(f"{len(labels)} images, {rate:.1f} images/s", file=log, flush=True)
+    return (np.concatenate(outputs) if outputs else None), labels, hashes, names
+
+
 def compute_shard(backbone_pb, backbone_json, tfrecord, output, batch_size=32, threads=1,
                   backend="tensorflow", ir_xml=None, log=sys.stdout):
     """Bottlenecks of every image of one shard -> .npz (features, labels, sha256, filenames)."""
     info = atomic.read_json(backbone_json)
     run = make_backbone(backend, backbone_pb, info, threads, ir_xml)
-    features, labels, hashes, names = [], [], [], []
-    started = time.monotonic()
-    for pixels, batch in preprocessed_batches(tfrecords.read_examples([tfrecord]), info,
-                                              batch_size, threads):
-        features.append(run(pixels).astype(np.float32))
-        labels += [example["label"] for example in batch]
-        hashes += [example["sha256"] for example in batch]
-        names += [example["filename"] for example in batch]
-        rate = len(labels) / max(time.monotonic() - started, 1e-9)
-        print(f"{len(labels)} images, {rate:.1f} images/s", file=log, flush=True)
-    width = info["bottleneck_size"]
-    save_bottlenecks(output, np.concatenate(features) if features else np.zeros((0, width), np.float32),
-                     labels, hashes, names)
+    features, labels, hashes, names = run_over_tfrecords(run, info, [tfrecord], batch_size, threads, log)
+    if features is None:
+        features = np.zeros((0, info["bottleneck_size"]), np.float32)
+    save_bottlenecks(output, features.astype(np.float32), labels, hashes, names)
     return len(labels)
 
 

@@ -25,8 +25,8 @@ import os
 
 import numpy as np
 
-from scripts import atomic, tfrecords
-from scripts.bottlenecks import preprocessed_batches
+from scripts import atomic
+from scripts.bottlenecks import run_over_tfrecords
 from scripts.errors import PipelineError, run_cli
 from scripts.ir import IrModel, input_spec, model_contract, note_suffix
 from scripts.metrics import classification_metrics
@@ -36,15 +36,10 @@ BATCH_SIZE = 32
 
 def predictions(model, spec, test_tfrecords, threads=1):
     """(probabilities [N, classes], labels [N], sha256 [N]) of a model over the test split."""
-    probs, labels, hashes = [], [], []
-    for pixels, batch in preprocessed_batches(tfrecords.read_examples(test_tfrecords), spec,
-                                              BATCH_SIZE, threads):
-        probs.append(model(pixels))
-        labels += [example["label"] for example in batch]
-        hashes += [example["sha256"] for example in batch]
-    if not probs:
+    probs, labels, hashes, _ = run_over_tfrecords(model, spec, test_tfrecords, BATCH_SIZE, threads)
+    if probs is None:
         raise PipelineError(f"{test_tfrecords[0]}: the test split is empty, there is nothing to evaluate")
-    return np.concatenate(probs), np.asarray(labels, np.int64), np.asarray(hashes, dtype=str)
+    return probs, np.asarray(labels, np.int64), np.asarray(hashes, dtype=str)
 
 
 def accuracy(probs, labels):

@@ -18,9 +18,9 @@ import shutil
 
 import numpy as np
 
-from scripts import atomic, head as head_lib, tfcompat, tfrecords
+from scripts import atomic, head as head_lib, tfcompat
 from scripts.backbone import load_graph_def
-from scripts.bottlenecks import load_bottlenecks, preprocessed_batches
+from scripts.bottlenecks import load_bottlenecks, run_over_tfrecords
 from scripts.errors import PipelineError, run_cli
 from scripts.preprocess import preprocessing_contract
 
@@ -67,14 +67,10 @@ class FrozenModel:
 def frozen_predictions(model_pb, info, test_tfrecords, batch_size=32, threads=1):
     """(probabilities, sha256s) of the test split through the frozen model."""
     model = FrozenModel(model_pb, threads)
-    probs, hashes = [], []
-    for pixels, batch in preprocessed_batches(tfrecords.read_examples(test_tfrecords), info,
-                                              batch_size, threads):
-        probs.append(model(pixels))
-        hashes += [example["sha256"] for example in batch]
-    if not probs:
+    probs, _, hashes, _ = run_over_tfrecords(model, info, test_tfrecords, batch_size, threads)
+    if probs is None:
         return np.zeros((0, int(model.output.shape[-1])), np.float32), hashes
-    return np.concatenate(probs), hashes
+    return probs, hashes
 
 
 def check_agreement(frozen_probs, frozen_hashes, head_probs, head_hashes, tolerance):

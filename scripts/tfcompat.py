@@ -6,7 +6,6 @@ before TF-Slim is imported. Every module that needs TensorFlow in graph mode or
 TF-Slim imports it from here.
 """
 import importlib
-import os
 import sys
 
 
