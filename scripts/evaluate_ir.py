@@ -42,19 +42,12 @@ def predictions(model, spec, test_tfrecords, threads=1):
     return probs, np.asarray(labels, np.int64), np.asarray(hashes, dtype=str)
 
 
-def accuracy(probs, labels):
-    return float((probs.argmax(axis=1) == labels).mean())
-
-
 def tensorflow_predictions(model_pb, test_tfrecords, output, threads=1):
-    """Save the frozen model's test-split softmax; return its accuracy."""
-    from scripts.freeze import FrozenModel
+    """Save a frozen model's test-split softmax (the `freeze` rule does this itself); return its accuracy."""
+    from scripts.freeze import FrozenModel, save_predictions
     spec = input_spec(model_contract(model_pb))
     probs, labels, hashes = predictions(FrozenModel(model_pb, threads), spec, test_tfrecords, threads)
-    with atomic.atomic_path(output) as temp, open(temp, "wb") as handle:
-        np.savez(handle, probabilities=probs, labels=labels, sha256=hashes,
-                 accuracy=np.float64(accuracy(probs, labels)))
-    return accuracy(probs, labels)
+    return save_predictions(output, probs, labels, hashes)
 
 
 def load_predictions(path):

@@ -7,7 +7,8 @@ names, the preprocessing contract and the labels; ``labels.txt`` is copied besid
 
 Before the model is written, a check reloads the serialized graph, runs the test split
 through it and compares with the trained head on the cached test bottlenecks; any
-disagreement fails the job and leaves no model behind.
+disagreement fails the job and leaves no model behind. The same test-split softmax is
+kept as ``test_predictions.npz``, the reference the OpenVINO IRs are evaluated against.
 
     python -m scripts.freeze --backbone-pb P --backbone-json J --head H --labels L \
         --test-tfrecords T... --test-bottlenecks B --out-dir O
@@ -65,12 +66,20 @@ class FrozenModel:
 
 
 def frozen_predictions(model_pb, info, test_tfrecords, batch_size=32, threads=1):
-    """(probabilities, sha256s) of the test split through the frozen model."""
+    """(probabilities, labels, sha256s) of the test split through the frozen model."""
     model = FrozenModel(model_pb, threads)
-    probs, _, hashes, _ = run_over_tfrecords(model, info, test_tfrecords, batch_size, threads)
+    probs, labels, hashes, _ = run_over_tfrecords(model, info, test_tfrecords, batch_size, threads)
     if probs is None:
-        return np.zeros((0, int(model.output.shape[-1])), np.float32), hashes
-    return probs, hashes
+        probs = np.zeros((0, int(model.output.shape[-1])), np.float32)
+    return probs, np.asarray(labels, np.int64), np.asarray(hashes, dtype=str)
+
+
+def save_predictions(path, probs, labels, hashes):
+    """The frozen model's test-split softmax: the reference every OpenVINO IR is compared with."""
+    accuracy = float((probs.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+    with atomic.atomic_path(path) as temp, open(temp, "wb") as handle:
+        np.savez(handle, probabilities=probs, labels=labels, sha256=hashes, accuracy=np.float64(accuracy))
+    return accuracy
 
 
 def check_agreement(frozen_probs, frozen_hashes, head_probs, head_hashes, tolerance):
@@ -97,11 +106,14 @@ def freeze(backbone_pb, backbone_json, head_path, labels_path, test_tfrecords, t
     with atomic.atomic_path(model_pb) as temp:
         with open(temp, "wb") as handle:
             handle.write(graph_def.SerializeToString())
-        frozen_probs, frozen_hashes = frozen_predictions(temp, info, test_tfrecords, batch_size, threads)
+        frozen_probs, frozen_labels, frozen_hashes = frozen_predictions(temp, info, test_tfrecords,
+                                                                        batch_size, threads)
         cached = load_bottlenecks(test_bottlenecks)
         check = check_agreement(frozen_probs, frozen_hashes, head_lib.probabilities(head, cached["features"]),
                                 cached["sha256"], tolerance)
         atomic.write_json(os.path.join(out_dir, "freeze_check.json"), check)
+        save_predictions(os.path.join(out_dir, "test_predictions.npz"), frozen_probs, frozen_labels,
+                         frozen_hashes)
     with open(labels_path, encoding="utf-8") as handle:
         labels = [line.rstrip("\n") for line in handle if line.strip()]
     with atomic.atomic_path(os.path.join(out_dir, "labels.txt")) as temp:

@@ -52,9 +52,10 @@ def test_a_run_killed_while_writing_tfrecords_resumes_cleanly(tmp_path):
 
 
 def test_a_second_run_in_the_same_folder_is_refused_by_the_lock(tmp_path):
-    first = start(tmp_path, "results/data/manifest.tsv")
+    first = start(tmp_path, "results/backbone/backbone.pb")  # long enough to hold the lock
     wait_for(first, lambda: glob.glob(str(tmp_path / ".snakemake" / "locks" / "*")), "the lock was taken")
-    second = snakemake(tmp_path, "results/data/manifest.tsv", configfiles=[OFFLINE], check=False)
+    # Snakemake locks the files a run reads and writes: a second run wanting them is refused.
+    second = snakemake(tmp_path, "results/backbone/backbone.pb", configfiles=[OFFLINE], check=False)
     first.send_signal(signal.SIGTERM)  # a graceful stop releases the lock
     first.wait(timeout=120)
     assert second.returncode != 0

@@ -184,6 +184,10 @@ def test_the_frozen_model_reproduces_the_head(frozen):
     assert contract["input_node"] == "input" and contract["output_node"] == "final_result"
     assert contract["preprocessing"]["input_shape"] == [None, 224, 224, 3]
     assert contract["labels"] == ["circle", "square", "triangle"] and contract["hidden_units"] == 8
+    with np.load(frozen / "test_predictions.npz") as reference:  # the IRs' reference
+        assert reference["probabilities"].shape == (15, 3)
+        np.testing.assert_allclose(reference["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+        assert float(reference["accuracy"]) == float((reference["probabilities"].argmax(1) == reference["labels"]).mean())
 
 
 def test_a_head_that_does_not_match_its_bottlenecks_fails_the_check_and_leaves_no_model(setup, frozen, tmp_path):

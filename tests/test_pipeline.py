@@ -49,7 +49,7 @@ def test_a_second_run_has_nothing_to_do(offline_run):
 def taleqani_run(tmp_path_factory, shared_data):
     workdir = tmp_path_factory.mktemp("taleqani")
     config_path, config = test_config("all_taleqani_mobilenet.yaml", workdir)
-    snakemake(workdir, "results/default/model/frozen_model.pb", configfiles=[config_path])
+    snakemake(workdir, configfiles=[config_path])  # everything: data to report
     return workdir, config
 
 
@@ -111,3 +111,30 @@ def test_offline_default_deploys_and_reports(offline_run, tmp_path):
     snakemake(offline_run, "--report", str(report), configfiles=[OFFLINE])
     html = report.read_text(encoding="utf-8", errors="replace")
     assert "untrained backbone" in html and "experiments.csv" in html and "confusion_test.png" in html
+
+
+def test_real_data_ir_accuracy_matches_tensorflow(taleqani_run):
+    workdir, _ = taleqani_run
+    ir = workdir / "results" / "default" / "ir"
+    drops = {precision: read_json(ir / precision / "evaluation.json")["accuracy_drop_points"]
+             for precision in ("FP32", "FP16", "INT8")}
+    print("IR accuracy drop (points):", drops)
+    assert abs(drops["FP16"]) <= 0.5 and abs(drops["FP32"]) <= 0.5
+    assert drops["INT8"] <= 2.0
+    benchmarks = read_json(workdir / "results" / "default" / "benchmarks" / "benchmarks.json")
+    latency = {row["precision"]: row["latency_median_ms"] for row in benchmarks["rows"] if row["mode"] == "latency"}
+    assert latency["FP16"] > 0 and latency["INT8"] > 0 and benchmarks["note"] == ""
+
+
+def test_real_data_bottleneck_backends_give_the_same_accuracy(taleqani_run, tmp_path):
+    """The openvino (default) and tensorflow backends: same retrained accuracy, up to noise."""
+    workdir, _ = taleqani_run
+    config_path, _ = test_config("all_taleqani_mobilenet.yaml", tmp_path)
+    metrics = workdir / "results" / "default" / "model" / "metrics.json"
+    openvino = read_json(metrics)["splits"]["test"]["accuracy"]
+    backend = tmp_path / "backend.yaml"
+    backend.write_text("bottlenecks: {backend: tensorflow}\n")
+    snakemake(workdir, str(metrics.relative_to(workdir)), configfiles=[config_path, backend])
+    tensorflow = read_json(metrics)["splits"]["test"]["accuracy"]
+    print(f"test accuracy: openvino {openvino:.4f}, tensorflow {tensorflow:.4f}")
+    assert abs(openvino - tensorflow) <= 0.005  # about 3 of 666 test images

@@ -44,30 +44,6 @@ rule ir:
         " {params.calibration} --threads {threads} > {log} 2>&1"
 
 
-rule test_predictions:
-    """The frozen TensorFlow model's softmax on the test split: the reference for every IR."""
-    input:
-        pb=f"{MODEL_DIR}/frozen_model.pb",
-        info=f"{MODEL_DIR}/model.json",
-        test_tfrecords=tfrecord_shards("test"),
-        code=code("evaluate_ir"),
-    output:
-        f"{MODEL_DIR}/test_predictions.npz",
-    log:
-        f"{LOGS}/{{experiment}}/test_predictions.log",
-    benchmark:
-        f"{RUNTIME}/{{experiment}}/test_predictions.tsv"
-    threads: config["bottlenecks"]["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        env("tensorflow")
-    shell:
-        "python -m scripts.evaluate_ir tensorflow --model-pb {input.pb:q}"
-        " --test-tfrecords {input.test_tfrecords:q} --output {output:q} --threads {threads} > {log} 2>&1"
-
-
 rule evaluate_ir:
     """Test-split metrics of one IR and its agreement with TensorFlow, with the export thresholds."""
     input:

@@ -238,6 +238,7 @@ rule freeze:
         info=f"{RESULTS}/{{experiment}}/model/model.json",
         labels=f"{RESULTS}/{{experiment}}/model/labels.txt",
         check=f"{RESULTS}/{{experiment}}/model/freeze_check.json",
+        predictions=f"{RESULTS}/{{experiment}}/model/test_predictions.npz",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.pb),
     log:
