@@ -1,0 +1,33 @@
+"""The conda environments (envs/*.yaml) pin the same versions as requirements.txt."""
+import glob
+import os
+import re
+
+import yaml
+
+from conftest import REPO
+
+
+def pins(lines):
+    return dict(line.strip().split("==") for line in lines if "==" in line and not line.strip().startswith("#"))
+
+
+def test_every_conda_pin_matches_requirements():
+    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as handle:
+        required = pins(handle)
+    files = sorted(glob.glob(os.path.join(REPO, "envs", "*.yaml")))
+    assert len(files) == 3
+    for path in files:
+        with open(path, encoding="utf-8") as handle:
+            environment = yaml.safe_load(handle)
+        pip = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+        for name, version in pins(pip).items():
+            assert required.get(name) == version, f"{os.path.basename(path)}: {name}=={version}"
+
+
+def test_every_rule_names_an_existing_environment():
+    for path in glob.glob(os.path.join(REPO, "workflow", "rules", "*.smk")):
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        for name in set(re.findall(r'env\("(\w+)"\)', text)):
+            assert os.path.exists(os.path.join(REPO, "envs", f"{name}.yaml")), (path, name)
