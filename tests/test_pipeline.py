@@ -1,23 +1,12 @@
 """Whole-pipeline runs with the real Snakemake: the offline default and the real ALL data set."""
-import csv
 import glob
-import json
 import os
 
 import pytest
 
 from conftest import OFFLINE, snakemake, test_config
 from scripts import tfrecords
-
-
-def read_tsv(path):
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+from scripts.atomic import read_json, read_tsv
 
 
 def test_offline_default_runs_end_to_end_with_an_untrained_backbone(offline_run):
