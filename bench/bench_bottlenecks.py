@@ -26,7 +26,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from scripts import atomic, backbone, bottlenecks, synthetic, tfrecords  # noqa: E402
-from scripts.preprocess import preprocess_image  # noqa: E402
+from scripts.core.images import preprocess_image  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 MOBILENET = os.path.join(SHARED, "weights", "mobilenet_v1_0.25_224_frozen.tgz")

@@ -28,7 +28,7 @@ sys.path.insert(0, REPO)
 
 from scripts import atomic, backbone, benchmark, ir, synthetic  # noqa: E402
 from scripts.freeze import FrozenModel, build_frozen_graph  # noqa: E402
-from scripts.preprocess import preprocess_image, preprocessing_contract  # noqa: E402
+from scripts.core.images import preprocess_image, preprocessing_contract  # noqa: E402
 
 SIZE = 299
 INPUT_RANGE = (-1.0, 1.0)

@@ -12,9 +12,9 @@ import sys
 
 import numpy as np
 
-from scripts import atomic
-from scripts.errors import PipelineError, run_cli
-from scripts.preprocess import preprocess_image
+from scripts.core import atomic
+from scripts.core.errors import PipelineError, run_cli
+from scripts.core.images import preprocess_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -75,7 +75,7 @@ def main(argv=None):
         rows += [[path, rank + 1, label, f"{probability:.6f}"]
                  for rank, (label, probability) in enumerate(result)]
     if args.csv:
-        atomic.write_tsv(args.csv, ["path", "rank", "label", "probability"], rows, delimiter=",")
+        atomic.write_table(args.csv, ["path", "rank", "label", "probability"], rows)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import shutil
 
 import numpy as np
 
-from scripts import atomic
-from scripts.errors import run_cli
+from scripts.core import atomic
+from scripts.core.errors import run_cli
 
 
 def pyplot():
@@ -46,7 +46,7 @@ def data_summary(structure_summary, split_summary, output):
                  structure["images"]])
     rows.append([f"rejected: {structure['rejects']}", "", "", "", ""])
     rows.append([f"duplicates dropped: {structure['duplicates']}", "", "", "", ""])
-    atomic.write_tsv(output, ["class", "train", "validation", "test", "total"], rows, delimiter=",")
+    atomic.write_table(output, ["class", "train", "validation", "test", "total"], rows)
 
 
 # ------------------------------------------------------------------ training
@@ -97,7 +97,7 @@ def per_class_table(metrics, output):
                          f"{values['f1']:.4f}", values["support"]])
         rows.append([split, "accuracy", "", "", f"{metrics['splits'][split]['accuracy']:.4f}",
                      metrics["splits"][split]["n"]])
-    atomic.write_tsv(output, ["split", "class", "precision", "recall", "f1", "support"], rows, delimiter=",")
+    atomic.write_table(output, ["split", "class", "precision", "recall", "f1", "support"], rows)
 
 
 def training(history_csv, metrics_json, out_dir):
@@ -121,9 +121,9 @@ def ir_table(evaluation_paths, output):
                      f"{evaluation['agreement']['top1_agreement']:.4f}",
                      f"{evaluation['agreement']['max_abs_probability_difference']:.2e}",
                      evaluation["agreement"]["images"], evaluation["note"]])
-    atomic.write_tsv(output, ["precision", "ir_accuracy", "tensorflow_accuracy", "drop_points",
+    atomic.write_table(output, ["precision", "ir_accuracy", "tensorflow_accuracy", "drop_points",
                               "top1_agreement_with_tensorflow", "max_abs_probability_difference",
-                              "test_images", "note"], rows, delimiter=",")
+                              "test_images", "note"], rows)
 
 
 def benchmark_chart(benchmarks_json, path):
@@ -169,8 +169,8 @@ def experiments(names, metrics_paths, evaluation_groups, output):
                      f"{metrics['splits']['test']['macro_f1']:.4f}",
                      " ".join(f"{precision}={value:.4f}" for precision, value in sorted(ir.items())),
                      metrics["note"]])
-    atomic.write_tsv(output, ["experiment", "train_settings", "best_epoch", "validation_accuracy",
-                              "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows, delimiter=",")
+    atomic.write_table(output, ["experiment", "train_settings", "best_epoch", "validation_accuracy",
+                              "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows)
 
 
 def main(argv=None):

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from scripts.archive import Entry, extract, unpack
-from scripts.errors import PipelineError
+from scripts.data.archive import Entry, extract, unpack
+from scripts.core.errors import PipelineError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTENTS = {
@@ -217,7 +217,7 @@ def test_unknown_format_lists_the_supported_ones(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.archive", *args],
+    return subprocess.run([sys.executable, "-m", "scripts.data.archive", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from scripts import atomic
+from scripts.core import atomic
 
 
 def test_a_failed_write_leaves_neither_output_nor_temporary(tmp_path):
@@ -38,5 +38,5 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_write(tmp_path):
 
 
 def test_tables_round_trip(tmp_path):
-    atomic.write_tsv(str(tmp_path / "t.tsv"), ["a", "b"], [["x y", 1], ["é", 2]])
-    assert atomic.read_tsv(str(tmp_path / "t.tsv")) == [{"a": "x y", "b": "1"}, {"a": "é", "b": "2"}]
+    atomic.write_table(str(tmp_path / "t.tsv"), ["a", "b"], [["x y", 1], ["é", 2]])
+    assert atomic.read_table(str(tmp_path / "t.tsv")) == [{"a": "x y", "b": "1"}, {"a": "é", "b": "2"}]

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import REPO
 from scripts import atomic, benchmark, ir
-from scripts.errors import PipelineError
-from scripts.preprocess import preprocessing_contract
+from scripts.core.errors import PipelineError
+from scripts.core.images import preprocessing_contract
 
 SECONDS = 0.5
 

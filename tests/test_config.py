@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from scripts.config_check import check_config, deep_merge, experiment_settings
-from scripts.errors import PipelineError
+from scripts.core.config_check import check_config, deep_merge, experiment_settings
+from scripts.core.errors import PipelineError
 
 SCHEMA = os.path.join(REPO, "workflow", "schemas", "config.schema.yaml")
 

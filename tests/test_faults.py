@@ -44,7 +44,7 @@ def test_a_run_killed_while_writing_tfrecords_resumes_cleanly(tmp_path):
     snakemake(tmp_path, "--rerun-incomplete", "results/data/manifest.tsv",
               "results/data/tfrecords/test-00000-of-00001.tfrecord", configfiles=[OFFLINE])
     from scripts import atomic, tfrecords
-    manifest = atomic.read_tsv(str(tmp_path / "results" / "data" / "manifest.tsv"))
+    manifest = atomic.read_table(str(tmp_path / "results" / "data" / "manifest.tsv"))
     examples = list(tfrecords.read_examples([str(tmp_path / "results/data/tfrecords/test-00000-of-00001.tfrecord")]))
     assert sorted(example["sha256"] for example in examples) == sorted(
         row["sha256"] for row in manifest if row["split"] == "test")

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from scripts.errors import PipelineError
-from scripts.fetch import fetch
+from scripts.core.errors import PipelineError
+from scripts.data.fetch import fetch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BODY = bytes(range(256)) * 4096  # 1 MiB, so progress has tenths to report
@@ -191,7 +191,7 @@ def test_missing_local_source_fails_naming_it(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.fetch", *args],
+    return subprocess.run([sys.executable, "-m", "scripts.data.fetch", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

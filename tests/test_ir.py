@@ -13,8 +13,8 @@ import pytest
 
 from conftest import REPO
 from scripts import atomic, backbone, bottlenecks, evaluate_ir, freeze, head as head_lib, ir, synthetic, tfrecords
-from scripts.errors import PipelineError
-from scripts.preprocess import preprocess_image
+from scripts.core.errors import PipelineError
+from scripts.core.images import preprocess_image
 from test_model import MOBILENET, MOBILENET_MEMBER, manifest_rows
 
 LABELS = list(synthetic.SHAPES[:3])

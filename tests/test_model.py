@@ -15,8 +15,8 @@ import pytest
 
 from conftest import REPO, SHARED_DATA
 from scripts import backbone, bottlenecks, freeze, head as head_lib, retrain, synthetic, tfrecords
-from scripts.errors import PipelineError
-from scripts.metrics import classification_metrics
+from scripts.core.errors import PipelineError
+from scripts.core.metrics import classification_metrics
 
 MOBILENET = os.path.join(SHARED_DATA, "weights", "mobilenet_v1_0.25_224_frozen.tgz")
 MOBILENET_MEMBER = "mobilenet_v1_0.25_224/frozen_graph.pb"

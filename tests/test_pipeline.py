@@ -6,7 +6,7 @@ import pytest
 
 from conftest import OFFLINE, snakemake, test_config
 from scripts import tfrecords
-from scripts.atomic import read_json, read_tsv
+from scripts.core.atomic import read_json, read_table
 
 
 def test_offline_default_runs_end_to_end_with_an_untrained_backbone(offline_run):
@@ -45,7 +45,7 @@ def taleqani_run(tmp_path_factory, shared_data):
 def test_real_data_shards_hold_each_unique_image_exactly_once(taleqani_run):
     workdir, config = taleqani_run
     data = workdir / "results" / "data"
-    manifest = read_tsv(data / "manifest.tsv")
+    manifest = read_table(data / "manifest.tsv")
     assert len(manifest) == 3216
     assert len({row["sha256"] for row in manifest}) == 3216
     shards = sorted(glob.glob(str(data / "tfrecords" / "*.tfrecord")))
@@ -66,12 +66,12 @@ def config_shards(config):
 def test_real_data_duplicates_are_reported_and_never_straddle_splits(taleqani_run):
     workdir, _ = taleqani_run
     data = workdir / "results" / "data"
-    duplicates = read_tsv(data / "duplicates.tsv")
+    duplicates = read_table(data / "duplicates.tsv")
     assert len(duplicates) == 40
     assert all("/Pro/" in row["source"] for row in duplicates)
-    split_of = {row["sha256"]: row["split"] for row in read_tsv(data / "manifest.tsv")}
+    split_of = {row["sha256"]: row["split"] for row in read_table(data / "manifest.tsv")}
     assert all(row["sha256"] in split_of for row in duplicates)  # the kept copy is in one split only
-    assert read_tsv(data / "rejects.tsv") == []
+    assert read_table(data / "rejects.tsv") == []
 
 
 def test_real_data_mobilenet_reaches_the_baseline_accuracy(taleqani_run):

@@ -4,8 +4,9 @@ import itertools
 
 import pytest
 
-from scripts import atomic, split
-from scripts.errors import PipelineError
+from scripts.core import atomic, formats
+from scripts.data import split
+from scripts.core.errors import PipelineError
 
 
 def fake_index(path, count, labels=("healthy", "ALL", "blast"), start=0):
@@ -15,17 +16,16 @@ def fake_index(path, count, labels=("healthy", "ALL", "blast"), start=0):
         sha256 = hashlib.sha256(str(number).encode()).hexdigest()
         label = labels[number % len(labels)]
         rows.append((f"out/{label}/img{number}.jpg", label, sha256, 224, 224, f"raw/{label}/img{number}.jpg"))
-    atomic.write_tsv(path, ("path", "label", "sha256", "width", "height", "source"), rows)
+    atomic.write_table(path, ("path", "label", "sha256", "width", "height", "source"), rows)
     return rows
 
 
 def run(tmp_path, index, validation=0.1, test=0.2, salt=""):
     """Split ``index``; return {sha256: split}, the manifest rows, labels and the summary."""
-    paths = [str(tmp_path / name) for name in ("manifest.tsv", "labels.txt", "split.json")]
+    paths = [str(tmp_path / name) for name in ("manifest.tsv", "labels.json", "split.json")]
     split.split(str(index), *paths, validation=validation, test=test, salt=salt)
-    manifest = atomic.read_tsv(paths[0])
-    with open(paths[1], encoding="utf-8") as handle:
-        labels = handle.read().splitlines()
+    manifest = atomic.read_table(paths[0])
+    labels = formats.read_labels(paths[1])
     return {row["sha256"]: row["split"] for row in manifest}, manifest, labels, atomic.read_json(paths[2])
 
 
@@ -79,7 +79,7 @@ def test_class_without_training_images_is_an_error(tmp_path):
     lonely = next(sha256 for sha256 in (hashlib.sha256(f"x{n}".encode()).hexdigest() for n in itertools.count())
                   if split.split_of(sha256, 0.1, 0.2) == "test")
     rows.append(("out/rare/one.jpg", "rare", lonely, 8, 8, "raw/rare/one.jpg"))
-    atomic.write_tsv(tmp_path / "index.tsv", ("path", "label", "sha256", "width", "height", "source"), rows)
+    atomic.write_table(tmp_path / "index.tsv", ("path", "label", "sha256", "width", "height", "source"), rows)
     with pytest.raises(PipelineError, match=r"'rare'.*no training images.*split\.validation") as caught:
         run(tmp_path, tmp_path / "index.tsv")
     assert "\n" not in str(caught.value)
@@ -98,5 +98,5 @@ def test_command_line(tmp_path, capsys):
     split.main(["--index", str(tmp_path / "index.tsv"), "--manifest", str(tmp_path / "m.tsv"),
                 "--labels", str(tmp_path / "l.txt"), "--summary", str(tmp_path / "s.json"),
                 "--validation", "0.1", "--test", "0.2", "--salt", "x"])
-    assert len(atomic.read_tsv(tmp_path / "m.tsv")) == 100
+    assert len(atomic.read_table(tmp_path / "m.tsv")) == 100
     assert "-> " in capsys.readouterr().out

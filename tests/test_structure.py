@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import atomic, structure
-from scripts.errors import PipelineError
+from scripts.core import atomic
+from scripts.data import structure
+from scripts.core.errors import PipelineError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,12 +53,12 @@ def run(tmp_path, raw=None, **options):
     options.setdefault("layout", "folders")
     summary = structure.structure(raw, out, paths["index.tsv"], paths["rejects.tsv"], paths["duplicates.tsv"],
                                   paths["summary.json"], **options)
-    index = atomic.read_tsv(paths["index.tsv"])
+    index = atomic.read_table(paths["index.tsv"])
     return types.SimpleNamespace(
         summary=summary, out=out, index=index, paths=paths,
         by_name={os.path.basename(row["source"]): row for row in index},
-        rejects={os.path.basename(row["source"]): row["reason"] for row in atomic.read_tsv(paths["rejects.tsv"])},
-        duplicates=atomic.read_tsv(paths["duplicates.tsv"]))
+        rejects={os.path.basename(row["source"]): row["reason"] for row in atomic.read_table(paths["rejects.tsv"])},
+        duplicates=atomic.read_table(paths["duplicates.tsv"]))
 
 
 def pixels(path):
@@ -143,7 +144,7 @@ def test_bad_regex_or_class_name_is_a_one_line_error_naming_the_key(tmp_path, op
 
 def test_command_line_bad_regex_exits_1_with_one_error_line(tmp_path):
     two_classes(tmp_path / "raw")
-    command = [sys.executable, "-m", "scripts.structure", "--raw", str(tmp_path / "raw"),
+    command = [sys.executable, "-m", "scripts.data.structure", "--raw", str(tmp_path / "raw"),
                "--out", str(tmp_path / "out"), "--index", str(tmp_path / "i.tsv"),
                "--rejects", str(tmp_path / "r.tsv"), "--duplicates", str(tmp_path / "d.tsv"),
                "--summary", str(tmp_path / "s.json"), "--layout", "filename", "--filename-regex", "(["]
@@ -368,7 +369,7 @@ def test_two_processes_give_identical_outputs(tmp_path):
 # ---------------------------------------------------------------- real data
 
 def test_real_data_all_taleqani(tmp_path, shared_data):
-    from scripts import split
+    from scripts.data import split
     raw = os.path.join(shared_data, "all-taleqani")
     result = run(tmp_path, raw=raw, threads=2)
     assert len(result.index) == 3216
@@ -380,10 +381,10 @@ def test_real_data_all_taleqani(tmp_path, shared_data):
         assert os.path.basename(os.path.dirname(row["source"])) == "Pro"
         assert os.path.basename(os.path.dirname(row["kept"])) == "Pro"
 
-    split.split(result.paths["index.tsv"], str(tmp_path / "manifest.tsv"), str(tmp_path / "labels.txt"),
+    split.split(result.paths["index.tsv"], str(tmp_path / "manifest.tsv"), str(tmp_path / "labels.json"),
                 str(tmp_path / "split.json"), validation=0.1, test=0.2)
     splits_of = {}
-    for row in atomic.read_tsv(tmp_path / "manifest.tsv"):
+    for row in atomic.read_table(tmp_path / "manifest.tsv"):
         splits_of.setdefault(row["sha256"], set()).add(row["split"])
     assert len(splits_of) == 3216
     assert all(len(splits) == 1 for splits in splits_of.values())

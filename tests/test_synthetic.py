@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import synthetic
-from scripts.errors import PipelineError
+from scripts.data import synthetic
+from scripts.core.errors import PipelineError
 
 
 def files_below(folder):

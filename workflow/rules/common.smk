@@ -1,4 +1,6 @@
 # Config validation, paths and input functions shared by every rule file.
+import ast
+import functools
 import json
 import os
 import posixpath
@@ -6,8 +8,8 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, workflow.basedir)
-from scripts.config_check import check_config, experiment_settings
-from scripts.errors import PipelineError
+from scripts.core.config_check import check_config, experiment_settings
+from scripts.core.errors import PipelineError
 from snakemake.exceptions import WorkflowError
 
 try:
@@ -40,9 +42,44 @@ def all_cores():
         return 1
 
 
+def module_file(name):
+    """The file of a dotted project module name, e.g. scripts.core.atomic."""
+    path = os.path.join(workflow.basedir, *name.split("."))
+    return path + ".py" if os.path.isfile(path + ".py") else os.path.join(path, "__init__.py")
+
+
+def imported_modules(path):
+    """The project modules (scripts.*) a file imports, anywhere in it."""
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.split(".")[0] == "scripts" and
+            (os.path.isfile(module_file(name)))}
+
+
+@functools.cache
 def code(module):
-    """A stage's module as an input, so that editing its code reruns the stage."""
-    return os.path.join(workflow.basedir, "scripts", f"{module}.py")
+    """A stage's module and every project module it imports, as inputs.
+
+    Editing any of them reruns the stage. ``module`` is a path under scripts/ without
+    .py, e.g. "data/structure".
+    """
+    start = "scripts." + module.replace("/", ".")
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += imported_modules(module_file(name))
+    return sorted(module_file(name)
+                  for name in seen)
 
 
 def is_remote(source):

@@ -4,7 +4,7 @@
 rule synthetic_images:
     """Draw the offline image set (shape classes); no download needed."""
     input:
-        code=code("synthetic"),
+        code=code("data/synthetic"),
     output:
         directory(f"{DATA}/synthetic"),
     params:
@@ -20,7 +20,7 @@ rule synthetic_images:
     conda:
         env("data")
     shell:
-        "python -m scripts.synthetic --output {output} --classes {params.synthetic[classes]}"
+        "python -m scripts.data.synthetic --output {output} --classes {params.synthetic[classes]}"
         " --images-per-class {params.synthetic[images_per_class]}"
         " --size {params.synthetic[image_size]} --seed {params.synthetic[seed]} > {log} 2>&1"
 
@@ -28,7 +28,7 @@ rule synthetic_images:
 rule download_dataset:
     """Fetch the data set archive (http(s), file:// or local path), verifying its sha256."""
     input:
-        code=code("fetch"),
+        code=code("data/fetch"),
     output:
         dataset_download(),
     params:
@@ -47,7 +47,7 @@ rule download_dataset:
     conda:
         env("data")
     shell:
-        "python -m scripts.fetch --source {params.source:q} --output {output:q}"
+        "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
         " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
         " > {log} 2>&1"
 
@@ -56,7 +56,7 @@ rule extract_dataset:
     """Unpack the archive safely: no path may escape the target, size is capped."""
     input:
         archive=dataset_download(),
-        code=code("archive"),
+        code=code("data/archive"),
     output:
         directory(f"{DATA}/raw"),
     params:
@@ -72,7 +72,7 @@ rule extract_dataset:
     conda:
         env("data")
     shell:
-        "python -m scripts.archive --archive {input.archive:q} --output {output:q}"
+        "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
         " --max-bytes {params.max_bytes} > {log} 2>&1"
 
 
@@ -80,7 +80,7 @@ rule structure:
     """One folder per class, every image decoded and RGB; rejects and duplicates listed."""
     input:
         raw=raw_tree(),
-        code=code("structure"),
+        code=code("data/structure"),
     output:
         images=directory(f"{DATA}/images"),
         index=f"{DATA}/index.tsv",
@@ -102,7 +102,7 @@ rule structure:
     conda:
         env("data")
     shell:
-        "python -m scripts.structure --raw {input.raw:q} --out {output.images:q}"
+        "python -m scripts.data.structure --raw {input.raw:q} --out {output.images:q}"
         " --index {output.index:q} --rejects {output.rejects:q} --duplicates {output.duplicates:q}"
         " --summary {output.summary:q} --layout {params.layout}"
         " --filename-regex={params.filename_regex:q} --class-map {params.class_map:q}"
@@ -113,7 +113,7 @@ rule split:
     """Train/validation/test by a hash of each image's content; manifest and labels."""
     input:
         index=f"{DATA}/index.tsv",
-        code=code("split"),
+        code=code("data/split"),
     output:
         manifest=f"{DATA}/manifest.tsv",
         labels=f"{DATA}/labels.txt",
@@ -133,7 +133,7 @@ rule split:
     conda:
         env("data")
     shell:
-        "python -m scripts.split --index {input.index:q} --manifest {output.manifest:q}"
+        "python -m scripts.data.split --index {input.index:q} --manifest {output.manifest:q}"
         " --labels {output.labels:q} --summary {output.summary:q}"
         " --validation {params.validation} --test {params.test} --salt={params.salt:q}"
         " > {log} 2>&1"
@@ -143,7 +143,7 @@ rule tfrecord_shard:
     """One TFRecord shard of one split (TF-Slim feature keys)."""
     input:
         manifest=f"{DATA}/manifest.tsv",
-        code=code("tfrecords"),
+        code=code("data/tfrecord_shard"),
     output:
         f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
     log:
@@ -160,6 +160,6 @@ rule tfrecord_shard:
     conda:
         env("tensorflow")
     shell:
-        "python -m scripts.tfrecords --manifest {input.manifest:q} --split {wildcards.split}"
+        "python -m scripts.data.tfrecord_shard --manifest {input.manifest:q} --split {wildcards.split}"
         " --shard {wildcards.shard} --num-shards {wildcards.num_shards} --output {output:q}"
         " > {log} 2>&1"

@@ -20,7 +20,7 @@ rule ir:
         pb=f"{MODEL_DIR}/frozen_model.pb",
         info=f"{MODEL_DIR}/model.json",
         train_tfrecords=lambda wildcards: tfrecord_shards("train") if wildcards.precision == "INT8" else [],
-        code=code("ir"),
+        code=code("deploy/ir"),
     output:
         xml=f"{IR_DIR}/model.xml",
         bin=f"{IR_DIR}/model.bin",
@@ -52,7 +52,7 @@ rule evaluate_ir:
         info=f"{IR_DIR}/model.json",
         tensorflow=f"{MODEL_DIR}/test_predictions.npz",
         test_tfrecords=tfrecord_shards("test"),
-        code=code("evaluate_ir"),
+        code=code("deploy/evaluate_ir"),
     output:
         f"{IR_DIR}/evaluation.json",
     params:
@@ -80,7 +80,7 @@ rule benchmark:
         xml=f"{IR_DIR}/model.xml",
         bin=f"{IR_DIR}/model.bin",
         info=f"{IR_DIR}/model.json",
-        code=code("benchmark"),
+        code=code("deploy/benchmark"),
     output:
         f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json",
     params:
@@ -110,7 +110,7 @@ rule gather_benchmarks:
         results=lambda wildcards: expand(
             f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json", experiment=wildcards.experiment,
             device=config["benchmark"]["devices"], precision=precisions(wildcards.experiment)),
-        code=code("benchmark"),
+        code=code("deploy/benchmark"),
     output:
         csv=f"{BENCHMARK_DIR}/benchmarks.csv",
         json=f"{BENCHMARK_DIR}/benchmarks.json",

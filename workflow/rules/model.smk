@@ -5,7 +5,7 @@ if UNTRAINED:
     rule untrained_backbone:
         """A randomly initialised Inception V3 in the official checkpoint format (offline, tests)."""
         input:
-            code=code("backbone"),
+            code=code("model/backbone"),
         output:
             backbone_download(),
         params:
@@ -30,7 +30,7 @@ else:
     rule download_backbone:
         """Fetch the checkpoint or frozen graph (URL or local path), verifying its sha256."""
         input:
-            code=code("fetch"),
+            code=code("data/fetch"),
         output:
             backbone_download(),
         params:
@@ -49,7 +49,7 @@ else:
         conda:
             env("data")
         shell:
-            "python -m scripts.fetch --source {params.source:q} --output {output:q}"
+            "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
             " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
             " > {log} 2>&1"
 
@@ -58,7 +58,7 @@ rule extract_backbone:
     """Unpack the backbone archive with the same safe extraction as the data."""
     input:
         archive=backbone_download(),
-        code=code("archive"),
+        code=code("data/archive"),
     output:
         directory(f"{BACKBONE}/unpacked"),
     params:
@@ -74,7 +74,7 @@ rule extract_backbone:
     conda:
         env("data")
     shell:
-        "python -m scripts.archive --archive {input.archive:q} --output {output:q}"
+        "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
         " --max-bytes {params.max_bytes} > {log} 2>&1"
 
 
@@ -82,7 +82,7 @@ rule backbone:
     """Restore (or cut) the backbone and freeze it up to the bottleneck: backbone.pb."""
     input:
         source=backbone_unpacked(),
-        code=code("backbone"),
+        code=code("model/backbone"),
     output:
         pb=f"{BACKBONE}/backbone.pb",
         info=f"{BACKBONE}/backbone.json",
@@ -118,7 +118,7 @@ rule backbone_ir:
     input:
         pb=f"{BACKBONE}/backbone.pb",
         info=f"{BACKBONE}/backbone.json",
-        code=code("backbone"),
+        code=code("model/backbone"),
     output:
         xml=f"{BACKBONE}/backbone.xml",
         bin=f"{BACKBONE}/backbone.bin",
@@ -144,7 +144,7 @@ rule bottleneck_shard:
         pb=f"{BACKBONE}/backbone.pb",
         info=f"{BACKBONE}/backbone.json",
         ir=backbone_ir(),
-        code=code("bottlenecks"),
+        code=code("model/bottlenecks"),
     output:
         f"{BOTTLENECKS}/{{split}}-{{shard}}-of-{{num_shards}}.npz",
     params:
@@ -174,7 +174,7 @@ rule gather_bottlenecks:
     """All bottlenecks of one split in one file, in shard order."""
     input:
         shards=lambda wildcards: bottleneck_shards(wildcards.split),
-        code=code("bottlenecks"),
+        code=code("model/bottlenecks"),
     output:
         f"{BOTTLENECKS}/{{split}}.npz",
     log:
@@ -196,7 +196,7 @@ rule retrain:
     input:
         bottlenecks=expand(f"{BOTTLENECKS}/{{split}}.npz", split=SPLITS),
         labels=f"{DATA}/labels.txt",
-        code=code("retrain"),
+        code=code("model/retrain"),
     output:
         head=f"{RESULTS}/{{experiment}}/model/head.npz",
         history=f"{RESULTS}/{{experiment}}/model/history.csv",
@@ -232,7 +232,7 @@ rule freeze:
         labels=f"{DATA}/labels.txt",
         test_tfrecords=tfrecord_shards("test"),
         test_bottlenecks=f"{BOTTLENECKS}/test.npz",
-        code=code("freeze"),
+        code=code("model/freeze"),
     output:
         pb=f"{RESULTS}/{{experiment}}/model/frozen_model.pb",
         info=f"{RESULTS}/{{experiment}}/model/model.json",

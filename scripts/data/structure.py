@@ -8,7 +8,7 @@ index.tsv lists the kept images with the sha256 of their source bytes, which the
 uses as the image's identity.
 
 Entry point:
-    python -m scripts.structure --raw RAW --out OUT --index index.tsv --rejects rejects.tsv
+    python -m scripts.data.structure --raw RAW --out OUT --index index.tsv --rejects rejects.tsv
         --duplicates duplicates.tsv --summary summary.json --layout folders
         [--filename-regex REGEX] [--class-map JSON] [--threads N]
 """
@@ -23,11 +23,11 @@ import os
 import re
 import warnings
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from scripts import atomic
-from scripts.errors import PipelineError, run_cli
+from scripts.core import atomic
+from scripts.core.images import to_rgb
+from scripts.core.errors import PipelineError, run_cli
 
 INDEX_HEADER = ("path", "label", "sha256", "width", "height", "source")
 REJECTS_HEADER = ("source", "reason")
@@ -45,8 +45,6 @@ NO_NAME_MATCH = "file name does not match dataset.filename_regex"
 
 LAYOUTS = ("folders", "filename")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
-SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 EXIF_ORIENTATION = 0x0112
 CHUNKSIZE = 16
 
@@ -167,27 +165,6 @@ def is_plain_jpeg(image):
     """An 8-bit RGB JPEG shown as stored: it can be copied unchanged."""
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     return image.format == "JPEG" and image.mode == "RGB" and orientation == 1
-
-
-def sixteen_to_eight_bits(image):
-    """Scale 0..65535 down to 0..255; Pillow's convert() would clip at 255 instead."""
-    values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
-    return Image.fromarray(np.rint(values / 257).astype(np.uint8), "L")
-
-
-def to_rgb(image):
-    """An RGB image as it is meant to be seen."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in SIXTEEN_BIT_MODES:
-        image = sixteen_to_eight_bits(image)
-    if image.mode in ALPHA_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    image = image.convert("RGB")
-    # Drop metadata: the pipeline reads pixels only, and a CMYK colour profile
-    # left on converted RGB pixels would mislead any viewer.
-    image.info = {}
-    return image
 
 
 def png_bytes(image):
@@ -364,10 +341,10 @@ def structure(raw_dir, out_dir, index_path, rejects_path, duplicates_path, summa
     with atomic.atomic_dir(out_dir) as temp_out:
         collection = collect(raw_dir, out_dir, temp_out, labeller, threads)
         # Written before the checks, so that an error can point at them.
-        atomic.write_tsv(rejects_path, REJECTS_HEADER, collection.reject_rows())
-        atomic.write_tsv(duplicates_path, DUPLICATES_HEADER, collection.duplicates)
+        atomic.write_table(rejects_path, REJECTS_HEADER, collection.reject_rows())
+        atomic.write_table(duplicates_path, DUPLICATES_HEADER, collection.duplicates)
         check_classes(collection, raw_dir, rejects_path, duplicates_path)
-    atomic.write_tsv(index_path, INDEX_HEADER, collection.index)
+    atomic.write_table(index_path, INDEX_HEADER, collection.index)
     result = summary(collection)
     atomic.write_json(summary_path, result)
     return result

@@ -2,18 +2,18 @@
 
 An image's split depends only on its sha256 (and the salt), never on the other images,
 so it keeps its split when images are added; copies share a sha256, so they cannot
-straddle splits. labels.txt lists the sorted class names; line number = label index.
+straddle splits. labels.json lists the sorted class names (a JSON list; index = label id).
 
 Entry point:
-    python -m scripts.split --index index.tsv --manifest manifest.tsv --labels labels.txt
+    python -m scripts.data.split --index index.tsv --manifest manifest.tsv --labels labels.json
         --summary split_summary.json --validation 0.1 --test 0.2 [--salt TEXT]
 """
 import argparse
 import hashlib
 import os
 
-from scripts import atomic
-from scripts.errors import PipelineError, run_cli
+from scripts.core import atomic, formats
+from scripts.core.errors import PipelineError, run_cli
 
 SPLITS = ("train", "validation", "test")
 MANIFEST_HEADER = ("path", "label", "label_index", "split", "sha256", "width", "height")
@@ -46,7 +46,7 @@ def check_fractions(validation, test):
 def read_index(index_path):
     if not os.path.isfile(index_path):
         raise PipelineError(f"{index_path}: the index does not exist (run the structure stage first)")
-    rows = atomic.read_tsv(index_path)
+    rows = atomic.read_table(index_path)
     if not rows:
         raise PipelineError(f"{index_path}: the index lists no images")
     missing = [column for column in INDEX_COLUMNS if column not in rows[0]]
@@ -84,8 +84,8 @@ def split(index_path, manifest_path, labels_path, summary_path, validation, test
                 for row in rows]
     counts = split_counts(manifest, labels)
     check_training_images(counts, index_path, validation, test)
-    atomic.write_tsv(manifest_path, MANIFEST_HEADER, manifest)
-    atomic.write_text(labels_path, "".join(label + "\n" for label in labels))
+    atomic.write_table(manifest_path, MANIFEST_HEADER, manifest)
+    formats.write_labels(labels_path, labels)
     atomic.write_json(summary_path, counts)
     return counts
 
@@ -95,7 +95,7 @@ def main(argv=None):
     parser.add_argument("--index", required=True, help="index.tsv from the structure stage")
     parser.add_argument("--manifest", required=True, help="manifest.tsv to write: the index with label_index "
                                                           "and split")
-    parser.add_argument("--labels", required=True, help="labels.txt to write: sorted class names, one a line")
+    parser.add_argument("--labels", required=True, help="labels.json to write: the sorted class names")
     parser.add_argument("--summary", required=True, help="JSON to write: images per split per class")
     parser.add_argument("--validation", type=float, required=True, help="fraction of images for validation")
     parser.add_argument("--test", type=float, required=True, help="fraction of images for test")

@@ -28,7 +28,7 @@ def probabilities(head, features):
 
 
 def save(path, head):
-    from scripts import atomic
+    from scripts.core import atomic
     with atomic.atomic_path(path) as temp, open(temp, "wb") as handle:
         np.savez(handle, **head)
 

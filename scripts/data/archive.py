@@ -8,7 +8,7 @@ Everything goes to a temporary folder that replaces the target only on success, 
 a failure leaves no target folder and nothing is ever written outside it.
 
 Entry point:
-    python -m scripts.archive --archive FILE --output DIR [--max-bytes N]
+    python -m scripts.data.archive --archive FILE --output DIR [--max-bytes N]
 """
 import argparse
 import collections
@@ -21,8 +21,8 @@ import tarfile
 import zipfile
 import zlib
 
-from scripts import atomic
-from scripts.errors import PipelineError, run_cli
+from scripts.core import atomic
+from scripts.core.errors import PipelineError, run_cli
 
 CHUNK_BYTES = 1 << 16
 DEFAULT_MAX_BYTES = 10_000_000_000  # as download.max_extract_bytes in config.yaml

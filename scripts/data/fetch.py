@@ -6,7 +6,7 @@ Without an expected sha256, the first fetch's hash is recorded in ``OUTPUT.sha25
 (not a Snakemake output, so it survives reruns) and later fetches must match it.
 
 Entry point:
-    python -m scripts.fetch --source URL --output FILE [--sha256 HEX] [--retries 3] [--timeout 60]
+    python -m scripts.data.fetch --source URL --output FILE [--sha256 HEX] [--retries 3] [--timeout 60]
 """
 import argparse
 import hashlib
@@ -19,8 +19,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from scripts import atomic
-from scripts.errors import PipelineError, run_cli
+from scripts.core import atomic
+from scripts.core.errors import PipelineError, run_cli
 
 CHUNK_BYTES = 1 << 16
 BACKOFF_SECONDS = 0.5  # times the attempt number: short, since most hiccups pass quickly

@@ -26,7 +26,7 @@ import numpy as np
 
 from scripts import atomic, tfrecords
 from scripts.bottlenecks import preprocessed_batches
-from scripts.errors import PipelineError, run_cli
+from scripts.core.errors import PipelineError, run_cli
 
 PRECISIONS = ("FP32", "FP16", "INT8")
 IR_FILES = ("model.bin", "model.json", "model.xml")  # published in this order: .xml last

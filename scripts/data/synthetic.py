@@ -7,7 +7,7 @@ default shows real learning either way. Size, position and rotation are random a
 background is noisy. The same arguments give byte-identical files.
 
 Entry point:
-    python -m scripts.synthetic --output DIR --classes 3 --images-per-class 40 --size 128 --seed 0
+    python -m scripts.data.synthetic --output DIR --classes 3 --images-per-class 40 --size 128 --seed 0
 """
 import argparse
 import colorsys
@@ -17,8 +17,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from scripts import atomic
-from scripts.errors import PipelineError, run_cli
+from scripts.core import atomic
+from scripts.core.errors import PipelineError, run_cli
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar")
 JPEG_QUALITY = 90

@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 
 from scripts import atomic, tfcompat
-from scripts.errors import PipelineError, run_cli
+from scripts.core.errors import PipelineError, run_cli
 
 INCEPTION_V3_SCOPE = "InceptionV3"
 # TF-Slim's PreLogits end point: the 8x8 average pool, 2048 channels.

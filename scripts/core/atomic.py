@@ -76,19 +76,24 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_tsv(path, header, rows, delimiter="\t"):
-    """Write a table with a header line (tab-separated unless told otherwise)."""
+def _delimiter(path):
+    """Tables are CSV when named .csv, else tab-separated."""
+    return "," if os.fspath(path).lower().endswith(".csv") else "\t"
+
+
+def write_table(path, header, rows):
+    """Write a table with a header line; the delimiter follows the name (.csv or .tsv)."""
     with atomic_path(path) as temp:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+            writer = csv.writer(handle, delimiter=_delimiter(path), lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
 
 
-def read_tsv(path):
-    """Read a table written by ``write_tsv`` as a list of dicts."""
+def read_table(path):
+    """Read a table written by ``write_table`` as a list of dicts."""
     with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
+        return list(csv.DictReader(handle, delimiter=_delimiter(path)))
 
 
 def read_json(path):

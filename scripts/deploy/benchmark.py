@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from scripts import atomic
-from scripts.errors import PipelineError, run_cli
+from scripts.core import atomic
+from scripts.core.errors import PipelineError, run_cli
 from scripts.ir import compile_ir, note_suffix, run_async
 
 MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -163,7 +163,7 @@ def gather(result_paths, output_csv, output_json):
     """benchmarks.csv and benchmarks.json of one experiment, in the given order."""
     results = [atomic.read_json(path) for path in result_paths]
     rows = [row for result in results for row in csv_rows(result)]
-    atomic.write_tsv(output_csv, CSV_COLUMNS, [list(row.values()) for row in rows], delimiter=",")
+    atomic.write_table(output_csv, CSV_COLUMNS, [list(row.values()) for row in rows])
     atomic.write_json(output_json, {
         "schema_version": 1, "rows": rows,
         "untrained_backbone": any(result["untrained_backbone"] for result in results),

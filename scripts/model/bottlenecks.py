@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from scripts import atomic, tfcompat, tfrecords
-from scripts.errors import PipelineError, run_cli
-from scripts.preprocess import preprocess_image
+from scripts.core.errors import PipelineError, run_cli
+from scripts.core.images import preprocess_image
 
 _DONE = object()
 

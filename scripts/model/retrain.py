@@ -17,8 +17,8 @@ import numpy as np
 
 from scripts import atomic, head as head_lib
 from scripts.bottlenecks import load_bottlenecks
-from scripts.errors import PipelineError, run_cli
-from scripts.metrics import classification_metrics
+from scripts.core.errors import PipelineError, run_cli
+from scripts.core.metrics import classification_metrics
 
 MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
@@ -196,7 +196,7 @@ def run(bottlenecks_dir, labels_path, settings, out_dir, experiment, untrained):
         raise PipelineError(f"{bottlenecks_dir}/train.npz: no training images")
     head, history, summary = train(data, len(labels), settings)
     head_lib.save(os.path.join(out_dir, "head.npz"), head)
-    atomic.write_tsv(os.path.join(out_dir, "history.csv"), HISTORY_COLUMNS, history, delimiter=",")
+    atomic.write_table(os.path.join(out_dir, "history.csv"), HISTORY_COLUMNS, history)
     write_tensorboard(os.path.join(out_dir, "tensorboard"), history)
     metrics = {
         "schema_version": 1,

@@ -22,8 +22,8 @@ import numpy as np
 from scripts import atomic, head as head_lib, tfcompat
 from scripts.backbone import load_graph_def
 from scripts.bottlenecks import load_bottlenecks, run_over_tfrecords
-from scripts.errors import PipelineError, run_cli
-from scripts.preprocess import preprocessing_contract
+from scripts.core.errors import PipelineError, run_cli
+from scripts.core.images import preprocessing_contract
 
 INPUT_NODE = "input"
 OUTPUT_NODE = "final_result"

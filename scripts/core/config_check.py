@@ -12,7 +12,7 @@ import os
 import jsonschema
 import yaml
 
-from scripts.errors import PipelineError
+from scripts.core.errors import PipelineError
 
 
 def load_schema(path):

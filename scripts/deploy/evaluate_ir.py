@@ -25,11 +25,11 @@ import os
 
 import numpy as np
 
-from scripts import atomic
+from scripts.core import atomic
 from scripts.bottlenecks import run_over_tfrecords
-from scripts.errors import PipelineError, run_cli
+from scripts.core.errors import PipelineError, run_cli
 from scripts.ir import IrModel, input_spec, model_contract, note_suffix
-from scripts.metrics import classification_metrics
+from scripts.core.metrics import classification_metrics
 
 BATCH_SIZE = 32
 

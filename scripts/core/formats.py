@@ -1,0 +1,72 @@
+"""One home for each file format the stages hand each other.
+
+    labels.json                a JSON list of class names; index = label id
+    bottlenecks *.npz          features [N, D] float32, labels [N], sha256 [N], filenames [N]
+    predictions *.npz          probabilities [N, classes], labels [N], sha256 [N], accuracy
+    backbone.json, model.json  JSON descriptions of a model (see scripts/core/contract.py)
+
+Tables (.csv/.tsv) and JSON are read and written by scripts/core/atomic.py; the head's
+parameters (head.npz) by scripts/core/head.py.
+"""
+import json
+
+import numpy as np
+
+from scripts.core import atomic
+from scripts.core.errors import PipelineError
+
+
+# ------------------------------------------------------------------ labels
+def write_labels(path, labels):
+    atomic.write_text(path, json.dumps(list(labels), ensure_ascii=False, indent=1) + "\n")
+
+
+def read_labels(path):
+    try:
+        labels = atomic.read_json(path)
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"{path}: cannot read the labels ({error})") from None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise PipelineError(f"{path}: not a JSON list of class names")
+    return labels
+
+
+# ------------------------------------------------------------------ arrays
+def write_npz(path, **arrays):
+    with atomic.atomic_path(path) as temp, open(temp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def read_npz(path):
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def write_bottlenecks(path, features, labels, hashes, names):
+    write_npz(path, features=np.asarray(features, np.float32), labels=np.asarray(labels, np.int64),
+              sha256=np.asarray(hashes, dtype=str), filenames=np.asarray(names, dtype=str))
+
+
+def empty_bottlenecks(width):
+    return {"features": np.zeros((0, width), np.float32), "labels": np.zeros(0, np.int64),
+            "sha256": np.zeros(0, dtype=str), "filenames": np.zeros(0, dtype=str)}
+
+
+read_bottlenecks = read_npz
+
+
+def concatenate_bottlenecks(parts):
+    """One bottleneck dict from several, in order."""
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def write_predictions(path, probabilities, labels, hashes):
+    """A model's softmax over a split; returns its accuracy."""
+    labels = np.asarray(labels, np.int64)
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+    write_npz(path, probabilities=np.asarray(probabilities, np.float32), labels=labels,
+              sha256=np.asarray(hashes, dtype=str), accuracy=np.float64(accuracy))
+    return accuracy
+
+
+read_predictions = read_npz
