@@ -31,6 +31,6 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        final_targets(),
-        report_targets(),
+        final_targets,
+        report_targets,
     default_target: True

@@ -42,14 +42,12 @@ def top_k(probabilities, labels, k):
 
 def predict(model_pb, inputs, k=3):
     """Yield (path, [(label, probability), ...]) or (path, error) per image."""
-    from scripts.freeze import FrozenModel
+    from scripts.core.inference import GraphModel
     contract = atomic.read_json(os.path.join(os.path.dirname(model_pb), "model.json"))
-    size = contract["preprocessing"]["input_shape"][1]
-    value_range = contract["preprocessing"]["input_range"]
-    model = FrozenModel(model_pb)
+    model = GraphModel(model_pb, contract["input_node"], contract["output_node"])
     for path in image_paths(inputs):
         try:
-            pixels = preprocess_image(path, size, value_range)[None]
+            pixels = preprocess_image(path, contract["preprocessing"])[None]
         except OSError as error:
             yield path, f"unreadable image ({error})"
             continue

@@ -1,7 +1,8 @@
 """Config validation with one-line errors that name the key.
 
-``snakemake.utils.validate`` fills in the schema's defaults; this module first checks
-the config with the same schema and turns the first violation into one line such as
+The defaults are config.yaml's (always loaded first); this module checks the merged
+config against workflow/schemas/config.schema.yaml and turns the first violation into
+one line such as
 ``config key split.validation: 1.5 is greater than or equal to the maximum of 1``,
 then checks what a schema cannot express (fractions that add up, tensors a layout
 needs, local paths that must exist).
@@ -21,11 +22,8 @@ def load_schema(path):
 
 
 def _key_path(error):
-    parts = [str(part) for part in error.absolute_path]
-    if error.validator == "additionalProperties":
-        # The message names the unknown key; point at its parent.
-        return ".".join(parts) or "(top level)"
-    return ".".join(parts) or "(top level)"
+    """The dotted key of a violation; for an unknown key, its parent (the message names the key)."""
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
 def _describe(error):
@@ -62,11 +60,64 @@ def deep_merge(base, override):
     return merged
 
 
-def experiment_settings(config, name):
-    """The `train` and `export` settings of one named experiment."""
-    override = config["experiments"][name] or {}
-    return {section: deep_merge(config[section], override.get(section, {}))
-            for section in ("train", "export")}
+# The sections an experiment (and the sweep) may override.
+EXPERIMENT_SECTIONS = ("preprocess", "augment", "train", "finetune", "export")
+# Short names of swept keys in experiment names, e.g. "crop0.875-hidden512".
+SHORT_NAMES = {"central_fraction": "crop", "hidden_units": "hidden", "learning_rate": "lr",
+               "test_time": "tta", "copies": "aug", "enabled": "finetune", "class_weighting": "weights"}
+
+
+def sweep_points(sweep):
+    """Every combination of the sweep's values: [{"section.key": value, ...}, ...] ([{}] for no sweep)."""
+    points = [{}]
+    for key, values in (sweep or {}).items():
+        points = [{**point, key: value} for point in points for value in values]
+    return points
+
+
+def point_name(point):
+    parts = []
+    for key, value in point.items():
+        leaf = key.split(".", 1)[1]
+        text = {True: "yes", False: "no", None: "none"}.get(value, value) if isinstance(value, (bool, type(None))) \
+            else value
+        parts.append(f"{SHORT_NAMES.get(leaf, leaf)}{text}")
+    return "-".join(parts)
+
+
+def apply_point(override, point):
+    """An experiment's override with one sweep point's values set."""
+    merged = copy.deepcopy(override or {})
+    for key, value in point.items():
+        section, leaf = key.split(".", 1)
+        merged.setdefault(section, {})[leaf] = value
+    return merged
+
+
+def expand_experiments(config):
+    """{experiment name: override} for every named experiment times every sweep point.
+
+    Without a sweep the names are the configured ones; with one, "<name>-<point>", or
+    just "<point>" for the lone default experiment.
+    """
+    points = sweep_points(config.get("sweep"))
+    expanded = {}
+    for name, override in config["experiments"].items():
+        for point in points:
+            if not point:
+                full_name = name
+            elif name == "default" and len(config["experiments"]) == 1:
+                full_name = point_name(point)
+            else:
+                full_name = f"{name}-{point_name(point)}"
+            expanded[full_name] = apply_point(override, point)
+    return expanded
+
+
+def experiment_settings(config, name, expanded=None):
+    """Every overridable section of one experiment, its override merged over the base config."""
+    override = (expanded or expand_experiments(config))[name] or {}
+    return {section: deep_merge(config[section], override.get(section, {})) for section in EXPERIMENT_SECTIONS}
 
 
 def _is_local(source):
@@ -97,12 +148,26 @@ def semantic_errors(config, schema):
     for key, source in (("dataset.source", dataset["source"]), ("backbone.source", backbone["source"])):
         if _is_local(source) and not os.path.exists(source):
             lines.append(f"config key {key}: {source} does not exist")
+    lines += experiment_errors(config, schema)
+    return lines
+
+
+def experiment_errors(config, schema):
+    """Each expanded experiment's merged sections checked against the schema, and their combinations."""
+    lines = []
     definitions = schema["definitions"]
-    for name in config["experiments"]:
-        settings = experiment_settings(config, name)
-        for section in ("train", "export"):
-            lines += schema_errors(settings[section], definitions[section],
-                                   prefix=f"experiments.{name}.{section}")
+    expanded = expand_experiments(config)
+    for name in expanded:
+        settings = experiment_settings(config, name, expanded)
+        for section in EXPERIMENT_SECTIONS:
+            lines += schema_errors(settings[section], definitions[section], prefix=f"experiments.{name}.{section}")
+        finetune = settings["finetune"]
+        if finetune["enabled"] and not finetune["trainable"]:
+            lines.append(f"config key experiments.{name}.finetune.trainable: required when finetune.enabled is true "
+                         "(a regex over the backbone's weight names)")
+    if config["bottlenecks"]["backend"] == "tensorflow" and config["bottlenecks"]["precision"] != "FP32":
+        lines.append("config key bottlenecks.precision: the tensorflow backend computes FP32 only "
+                     "(use backend openvino for FP16 or INT8)")
     return lines
 
 
@@ -111,8 +176,6 @@ def check_config(config, schema_path):
     schema = load_schema(schema_path)
     lines = schema_errors(config, schema)
     if not lines:
-        from snakemake.utils import validate  # fills in the defaults
-        validate(config, schema_path, set_default=True)
         lines = semantic_errors(config, schema)
     if lines:
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""

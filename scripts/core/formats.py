@@ -2,13 +2,17 @@
 
     labels.json                a JSON list of class names; index = label id
     bottlenecks *.npz          features [N, D] float32, labels [N], sha256 [N], filenames [N]
-    predictions *.npz          probabilities [N, classes], labels [N], sha256 [N], accuracy
+    predictions *.npz          probabilities [N, classes], labels [N], sha256 [N], filenames [N], accuracy
     backbone.json, model.json  JSON descriptions of a model (see scripts/core/contract.py)
 
 Tables (.csv/.tsv) and JSON are read and written by scripts/core/atomic.py; the head's
 parameters (head.npz) by scripts/core/head.py.
 """
+import glob
 import json
+import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -60,13 +64,37 @@ def concatenate_bottlenecks(parts):
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def write_predictions(path, probabilities, labels, hashes):
+def write_predictions(path, probabilities, labels, hashes, names):
     """A model's softmax over a split; returns its accuracy."""
     labels = np.asarray(labels, np.int64)
     accuracy = float((probabilities.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
     write_npz(path, probabilities=np.asarray(probabilities, np.float32), labels=labels,
-              sha256=np.asarray(hashes, dtype=str), accuracy=np.float64(accuracy))
+              sha256=np.asarray(hashes, dtype=str), filenames=np.asarray(names, dtype=str),
+              accuracy=np.float64(accuracy))
     return accuracy
 
 
 read_predictions = read_npz
+
+
+# ------------------------------------------------------------------ OpenVINO IR
+def write_ir(model, xml_path, compress_to_fp16=False):
+    """Save an OpenVINO model as xml + bin atomically: an .xml never stands beside another run's .bin.
+
+    Both files are written to a hidden temporary folder beside the target, then the .bin
+    is moved first and the .xml last. A killed run's temporary folder is removed by the
+    next attempt.
+    """
+    import openvino as ov
+    folder = os.path.dirname(os.path.abspath(xml_path))
+    name = os.path.splitext(os.path.basename(xml_path))[0]
+    os.makedirs(folder, exist_ok=True)
+    prefix = f".{name}.xml.tmp-"
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=folder) as temp:
+        ov.save_model(model, os.path.join(temp, name + ".xml"), compress_to_fp16=compress_to_fp16)
+        if os.path.exists(xml_path):
+            os.remove(xml_path)
+        os.replace(os.path.join(temp, name + ".bin"), os.path.join(folder, name + ".bin"))
+        os.replace(os.path.join(temp, name + ".xml"), xml_path)

@@ -150,16 +150,15 @@ def preprocessed_batches(examples, contract, batch_size, threads, prepare=None):
         yield item
 
 
-def run_over_tfrecords(model, contract, tfrecord_paths, batch_size, threads, label=None, prepare=None):
-    """Run ``model`` over every image of the TFRecords, in order.
+def run_over_examples(model, contract, examples, batch_size, threads, label=None, prepare=None, total=None):
+    """Run ``model`` over examples (dicts with encoded, label, sha256, filename), in order.
 
-    Returns (outputs [N, ...] or None when there are no images, labels, sha256s, file
-    names). With ``label``, progress lines (count, rate, ETA) go to stderr.
+    Returns (outputs [N, ...] or None when there are none, labels, sha256s, file names).
+    With ``label``, progress lines (count, rate, ETA) go to stderr.
     """
     outputs, labels, hashes, names = [], [], [], []
-    progress = Progress(label, count_records(tfrecord_paths)) if label else None
-    for pixels, batch in preprocessed_batches(records.read_examples(tfrecord_paths), contract,
-                                              batch_size, threads, prepare):
+    progress = Progress(label, total) if label else None
+    for pixels, batch in preprocessed_batches(examples, contract, batch_size, threads, prepare):
         outputs.append(model(pixels))
         labels += [example["label"] for example in batch]
         hashes += [example["sha256"] for example in batch]
@@ -169,5 +168,20 @@ def run_over_tfrecords(model, contract, tfrecord_paths, batch_size, threads, lab
     return (np.concatenate(outputs) if outputs else None), labels, hashes, names
 
 
+def run_over_tfrecords(model, contract, tfrecord_paths, batch_size, threads, label=None, prepare=None):
+    """``run_over_examples`` over every image of the TFRecord files."""
+    total = count_records(tfrecord_paths) if label else None
+    return run_over_examples(model, contract, records.read_examples(tfrecord_paths), batch_size, threads,
+                             label, prepare, total)
+
+
 def count_records(tfrecord_paths):
-    return sum(1 for path in tfrecord_paths for _ in records.read_records(path))
+    """The number of records, from their length headers (the data is skipped, not read)."""
+    count = 0
+    for path in tfrecord_paths:
+        with open(path, "rb") as handle:
+            while header := handle.read(12):
+                length = int.from_bytes(header[:8], "little")
+                handle.seek(length + 4, 1)
+                count += 1
+    return count

@@ -5,24 +5,24 @@ Modes (each measured for ``--seconds`` after one warm-up inference per request):
     throughput  PERFORMANCE_HINT THROUGHPUT, AsyncInferQueue with the device's optimal
                 number of requests kept busy
 Latencies are the device's own per-request times (InferRequest.latency); throughput is
-images per wall-clock second. On the CPU inference runs in float32 (scripts/ir.compile_ir).
+images per wall-clock second. On the CPU inference runs in float32 (scripts/core/inference.compile_ir).
 
-    python -m scripts.benchmark run --ir-xml X --device CPU --modes latency throughput \
+    python -m scripts.deploy.benchmark run --ir-xml X --device CPU --modes latency throughput \
         --seconds 5 --output results/default/benchmarks/CPU-FP16.json
-    python -m scripts.benchmark gather --output-csv C --output-json J RUN.json...
+    python -m scripts.deploy.benchmark gather --output-csv C --output-json J RUN.json...
 
 A device that OpenVINO does not see fails with one line saying which devices exist and
 how to get the one asked for, or, with --skip-absent, is written as "skipped": true.
 """
 import argparse
-import os
 import time
 
 import numpy as np
 
 from scripts.core import atomic
 from scripts.core.errors import PipelineError, run_cli
-from scripts.ir import compile_ir, note_suffix, run_async
+from scripts.core.contract import note_suffix
+from scripts.core.inference import compile_ir, run_async
 
 MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 # How to get a device this OpenVINO does not see, by device family.
@@ -118,11 +118,11 @@ def measure(core, ir_xml, device, mode, seconds, threads=None):
     }
 
 
-def benchmark(ir_xml, device, modes, seconds, output, skip_absent=False, threads=None):
+def benchmark(ir_xml, ir_json, device, modes, seconds, output, skip_absent, threads):
     """Write the benchmark JSON of one IR on one device (or a skipped one)."""
     import openvino as ov
     core = ov.Core()
-    description = atomic.read_json(os.path.join(os.path.dirname(ir_xml), "model.json"))
+    description = atomic.read_json(ir_json)
     result = {
         "schema_version": 1, "device": device, "precision": description["precision"],
         "openvino_version": ov.get_version(), "seconds": seconds, "threads": threads,
@@ -176,12 +176,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="benchmark one IR on one device")
-    run.add_argument("--ir-xml", required=True, help="model.xml (model.json beside it)")
+    run.add_argument("--ir-xml", required=True, help="model.xml")
+    run.add_argument("--ir-json", required=True, help="ir.json of the IR")
     run.add_argument("--device", required=True, help="OpenVINO device name: CPU, GPU, NPU, ...")
     run.add_argument("--modes", nargs="+", choices=list(MODES), required=True)
     run.add_argument("--seconds", type=float, required=True, help="measuring time per mode")
     run.add_argument("--skip-absent", action="store_true", help="write a skipped result for an absent device")
-    run.add_argument("--threads", type=int, default=0, help="CPU inference threads (0: the plugin's choice)")
+    run.add_argument("--threads", type=int, required=True, help="CPU inference threads (0: the plugin's choice)")
     run.add_argument("--output", required=True)
     collect = commands.add_parser("gather", help="benchmarks.csv and benchmarks.json of an experiment")
     collect.add_argument("--output-csv", required=True)
@@ -192,7 +193,7 @@ def main(argv=None):
         rows = gather(args.results, args.output_csv, args.output_json)
         print(f"wrote {len(rows)} rows to {args.output_csv}")
         return
-    result = benchmark(args.ir_xml, args.device, args.modes, args.seconds, args.output,
+    result = benchmark(args.ir_xml, args.ir_json, args.device, args.modes, args.seconds, args.output,
                        args.skip_absent, args.threads or None)
     if result["skipped"]:
         print(f"skipped: {result['reason']}")

@@ -1,14 +1,17 @@
-"""Backbones: turn a checkpoint or frozen graph into one frozen bottleneck graph.
+"""Backbones: turn a checkpoint or frozen graph into one frozen feature graph.
 
 Whatever the source, the `backbone` stage writes ``backbone.pb`` (a GraphDef whose
 Placeholder takes a [N, size, size, 3] float batch in the backbone's value range and
-ends at the bottleneck tensor) and ``backbone.json`` (tensor names, input contract,
-bottleneck size, provenance). Bottlenecks, freezing and IR conversion read only those.
+ends at the features) and ``backbone.json`` (tensor names, input size and range, feature
+width, provenance). Bottlenecks, fine-tuning, freezing and the IRs read only those.
+
+With ``extra_endpoints`` the output is the bottleneck followed by each extra layer's
+global average pool, concatenated (``features``): middle layers carry texture that an
+ImageNet network's last layer discards.
 
 Entry points:
-    python -m scripts.backbone untrained --output inception_v3_untrained.tar.gz --seed 0
-    python -m scripts.backbone prepare --kind inception_v3 --source DIR_OR_FILE ...
-    python -m scripts.backbone ir --backbone-pb P --backbone-json J --output-xml X
+    python -m scripts.model.backbone untrained --output inception_v3_untrained.tar.gz --seed 0 --size 299
+    python -m scripts.model.backbone prepare --kind inception_v3 --source DIR_OR_FILE ...
 """
 import argparse
 import glob
@@ -17,29 +20,30 @@ import os
 import tarfile
 import tempfile
 
-from scripts import atomic, tfcompat
+import numpy as np
+
+from scripts.core import atomic, tfcompat
+from scripts.core.contract import UNTRAINED_NOTE, note
 from scripts.core.errors import PipelineError, run_cli
+from scripts.core.inference import GraphModel, load_graph_def, tensor_name
 
 INCEPTION_V3_SCOPE = "InceptionV3"
-# TF-Slim's PreLogits end point: the 8x8 average pool, 2048 channels.
-INCEPTION_V3_BOTTLENECK = "InceptionV3/Logits/AvgPool_1a_8x8/AvgPool"
 INCEPTION_V3_CLASSES = 1001  # the official checkpoint's ImageNet head (with background)
 CHECKPOINT_NAME = "inception_v3.ckpt"  # the name inside the official tarball
-UNTRAINED_NOTE = "untrained backbone"
+FEATURES_NODE = "features"  # the concatenated output when there are extra end points
 
 
 def build_inception_v3(tf, size):
-    """Inception V3 in inference mode on a new 'input' Placeholder; returns (input, bottleneck)."""
+    """Inception V3 in inference mode on a new 'input' Placeholder; returns (input, end points)."""
     slim = tfcompat.tf_slim()
     inception_v3 = tfcompat.inception_v3_module()
     images = tf.placeholder(tf.float32, [None, size, size, 3], name="input")
     with slim.arg_scope(inception_v3.inception_v3_arg_scope()):
-        _, end_points = inception_v3.inception_v3(
-            images, num_classes=INCEPTION_V3_CLASSES, is_training=False)
-    return images, end_points["PreLogits"]
+        _, end_points = inception_v3.inception_v3(images, num_classes=INCEPTION_V3_CLASSES, is_training=False)
+    return images, end_points
 
 
-def make_untrained_inception_v3(output_tar, seed=0, size=299):
+def make_untrained_inception_v3(output_tar, seed, size):
     """A randomly initialised Inception V3 in the official checkpoint's format.
 
     The official ``inception_v3_2016_08_28.tar.gz`` holds one V1-format file,
@@ -56,12 +60,12 @@ def make_untrained_inception_v3(output_tar, seed=0, size=299):
             session.run(tf.global_variables_initializer())
             checkpoint = os.path.join(folder, CHECKPOINT_NAME)
             saver.save(session, checkpoint, write_meta_graph=False)
-            note = f"{UNTRAINED_NOTE}: random initialisation, seed {seed}\n".encode()
+            text = f"{UNTRAINED_NOTE}: random initialisation, seed {seed}\n".encode()
             with atomic.atomic_path(output_tar) as temp, tarfile.open(temp, "w:gz") as tar:
                 tar.add(checkpoint, arcname=CHECKPOINT_NAME)
                 info = tarfile.TarInfo("UNTRAINED_BACKBONE.txt")
-                info.size = len(note)
-                tar.addfile(info, io.BytesIO(note))
+                info.size = len(text)
+                tar.addfile(info, io.BytesIO(text))
 
 
 def find_checkpoint(source):
@@ -76,13 +80,29 @@ def find_checkpoint(source):
     return candidates[0]
 
 
-def freeze_inception_v3(checkpoint, size):
-    """Restore everything but the ImageNet heads and freeze up to PreLogits."""
+def append_pooled(tf, bottleneck, extras):
+    """The bottleneck flattened, then each extra tensor globally average-pooled, concatenated."""
+    if not extras:
+        return bottleneck
+    parts = [tf.reshape(bottleneck, [-1, int(np.prod(bottleneck.shape[1:]))])]
+    for tensor in extras:
+        pooled = tf.reduce_mean(tensor, axis=[1, 2]) if tensor.shape.ndims == 4 else tensor
+        parts.append(tf.reshape(pooled, [-1, int(np.prod(pooled.shape[1:]))]))
+    return tf.concat(parts, axis=1, name=FEATURES_NODE)
+
+
+def freeze_inception_v3(checkpoint, size, extra_endpoints):
+    """Restore everything but the ImageNet heads and freeze up to the features: (graph_def, output name)."""
     tf = tfcompat.tf_v1()
     slim = tfcompat.tf_slim()
     graph = tf.Graph()
     with graph.as_default():
-        build_inception_v3(tf, size)
+        _, end_points = build_inception_v3(tf, size)
+        for name in extra_endpoints:
+            if name not in end_points:
+                raise PipelineError(f"config key backbone.extra_endpoints: Inception V3 has no end point {name!r} "
+                                    f"(it has {', '.join(sorted(end_points))})")
+        output = append_pooled(tf, end_points["PreLogits"], [end_points[name] for name in extra_endpoints])
         variables = slim.get_variables_to_restore(
             exclude=[f"{INCEPTION_V3_SCOPE}/Logits", f"{INCEPTION_V3_SCOPE}/AuxLogits"])
         saver = tf.train.Saver(variables)
@@ -91,20 +111,10 @@ def freeze_inception_v3(checkpoint, size):
                 saver.restore(session, checkpoint)
             except (tf.errors.OpError, ValueError) as error:
                 first_line = str(error).strip().splitlines()[0]
-                raise PipelineError(f"{checkpoint}: not an Inception V3 checkpoint ({first_line})")
-            return tf.graph_util.convert_variables_to_constants(
-                session, graph.as_graph_def(), [INCEPTION_V3_BOTTLENECK])
-
-
-def load_graph_def(path):
-    tf = tfcompat.tf_v1()
-    graph_def = tf.GraphDef()
-    try:
-        with open(path, "rb") as handle:
-            graph_def.ParseFromString(handle.read())
-    except Exception as error:  # protobuf raises its own DecodeError
-        raise PipelineError(f"{path}: not a frozen TensorFlow GraphDef ({error})")
-    return graph_def
+                raise PipelineError(f"{checkpoint}: not an Inception V3 checkpoint ({first_line})") from None
+            graph_def = tf.graph_util.convert_variables_to_constants(session, graph.as_graph_def(),
+                                                                    [output.op.name])
+    return graph_def, output.name
 
 
 def find_graph(source, member):
@@ -123,122 +133,94 @@ def find_graph(source, member):
     return graphs[0]
 
 
-def _node_name(tensor_name):
-    return tensor_name.split(":")[0]
+def _node_name(name):
+    return name.split(":")[0]
 
 
-def cut_frozen_graph(graph_def, input_tensor, bottleneck_tensor):
-    """Keep the nodes from the input to the bottleneck, with a free batch dimension."""
+def cut_frozen_graph(graph_def, input_tensor, bottleneck_tensor, extra_endpoints):
+    """Keep the nodes from the input to the features, with a free batch: (graph_def, output name)."""
     tf = tfcompat.tf_v1()
     names = {node.name for node in graph_def.node}
-    for key, tensor in (("input_tensor", input_tensor), ("bottleneck_tensor", bottleneck_tensor)):
+    wanted = [("input_tensor", input_tensor), ("bottleneck_tensor", bottleneck_tensor)]
+    wanted += [("extra_endpoints", name) for name in extra_endpoints]
+    for key, tensor in wanted:
         if _node_name(tensor) not in names:
             raise PipelineError(f"config key backbone.{key}: the graph has no node {_node_name(tensor)!r}")
-    graph_def = tf.graph_util.extract_sub_graph(graph_def, [_node_name(bottleneck_tensor)])
     for node in graph_def.node:
         if node.name == _node_name(input_tensor) and "shape" in node.attr:
             dims = node.attr["shape"].shape.dim
             if dims:
                 dims[0].size = -1  # many frozen graphs fix the batch at 1
-    return graph_def
-
-
-def bottleneck_size(graph_def, input_tensor, bottleneck_tensor, size):
-    """Run one zero image through the graph to learn the bottleneck's width."""
-    import numpy as np
-    tf = tfcompat.tf_v1()
+    if not extra_endpoints:
+        cut = tf.graph_util.extract_sub_graph(graph_def, [_node_name(bottleneck_tensor)])
+        return cut, tensor_name(bottleneck_tensor)
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(graph_def, name="")
-        with tf.Session(graph=graph) as session:
-            value = session.run(_tensor(bottleneck_tensor),
-                                {_tensor(input_tensor): np.zeros((1, size, size, 3), np.float32)})
-    return int(np.prod(value.shape[1:]))
-
-
-def _tensor(name):
-    return name if ":" in name else name + ":0"
+        get = graph.get_tensor_by_name
+        output = append_pooled(tf, get(tensor_name(bottleneck_tensor)),
+                               [get(tensor_name(name)) for name in extra_endpoints])
+    return tf.graph_util.extract_sub_graph(graph.as_graph_def(), [output.op.name]), output.name
 
 
 def prepare(kind, source, output_pb, output_json, input_size, input_range, untrained,
-            graph_member=None, input_tensor=None, bottleneck_tensor=None):
-    """Write backbone.pb and backbone.json from a checkpoint or a frozen graph."""
+            graph_member, input_tensor, bottleneck_tensor, extra_endpoints):
+    """Write backbone.pb and backbone.json from a checkpoint or a frozen graph; return the feature width."""
     if kind == "inception_v3":
-        graph_def = freeze_inception_v3(find_checkpoint(source), input_size)
-        input_tensor, bottleneck_tensor = "input:0", INCEPTION_V3_BOTTLENECK + ":0"
+        graph_def, output = freeze_inception_v3(find_checkpoint(source), input_size, extra_endpoints)
+        input_tensor = "input:0"
     else:
-        graph_def = cut_frozen_graph(load_graph_def(find_graph(source, graph_member)),
-                                     input_tensor, bottleneck_tensor)
-        input_tensor, bottleneck_tensor = _tensor(input_tensor), _tensor(bottleneck_tensor)
-    width = bottleneck_size(graph_def, input_tensor, bottleneck_tensor, input_size)
-    atomic.write_bytes(output_pb, graph_def.SerializeToString())
+        graph_def, output = cut_frozen_graph(load_graph_def(find_graph(source, graph_member)),
+                                             input_tensor, bottleneck_tensor, extra_endpoints)
+        input_tensor = tensor_name(input_tensor)
+    probe = GraphModel(graph_def, input_tensor, output)
+    width = int(np.prod(probe(np.zeros((1, input_size, input_size, 3), np.float32)).shape[1:]))
+    atomic.write_bytes(output_pb, graph_def.SerializeToString(deterministic=True))
     atomic.write_json(output_json, {
         "kind": kind,
         "input_tensor": input_tensor,
-        "bottleneck_tensor": bottleneck_tensor,
+        "bottleneck_tensor": output,
         "bottleneck_size": width,
+        "extra_endpoints": list(extra_endpoints),
         "input_size": input_size,
-        "input_range": list(input_range),
+        "input_range": [float(value) for value in input_range],
         "untrained": bool(untrained),
-        "note": UNTRAINED_NOTE if untrained else "",
+        "note": note(untrained),
         "nodes": len(graph_def.node),
     })
     return width
 
 
-def convert_to_ir(backbone_pb, backbone_json, output_xml):
-    """The backbone as OpenVINO IR (FP32, batch 1) for the `openvino` bottleneck backend."""
-    import openvino as ov
-    info = atomic.read_json(backbone_json)
-    size = info["input_size"]
-    # backbone.pb has exactly one Placeholder and ends at the bottleneck.
-    model = ov.convert_model(backbone_pb, input=[1, size, size, 3])
-    folder = os.path.dirname(os.path.abspath(output_xml))
-    name = os.path.splitext(os.path.basename(output_xml))[0]
-    # Save xml + bin together in a temporary folder, then move the bin first: an xml
-    # never stands under its final name without its weights.
-    with tempfile.TemporaryDirectory(dir=folder) as temp:
-        ov.save_model(model, os.path.join(temp, name + ".xml"), compress_to_fp16=False)
-        os.replace(os.path.join(temp, name + ".bin"), os.path.join(folder, name + ".bin"))
-        os.replace(os.path.join(temp, name + ".xml"), output_xml)
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Prepare a backbone as one frozen bottleneck graph.")
+    parser = argparse.ArgumentParser(description="Prepare a backbone as one frozen feature graph.")
     commands = parser.add_subparsers(dest="command", required=True)
     untrained = commands.add_parser("untrained", help="write a randomly initialised Inception V3 "
                                     "checkpoint archive in the official format")
     untrained.add_argument("--output", required=True, help=".tar.gz to write")
-    untrained.add_argument("--seed", type=int, default=0)
-    untrained.add_argument("--size", type=int, default=299)
+    untrained.add_argument("--seed", type=int, required=True)
+    untrained.add_argument("--size", type=int, required=True)
     prep = commands.add_parser("prepare", help="write backbone.pb and backbone.json")
     prep.add_argument("--kind", choices=["inception_v3", "frozen_graph"], required=True)
     prep.add_argument("--source", required=True, help="unpacked folder, .ckpt or .pb")
     prep.add_argument("--output-pb", required=True)
     prep.add_argument("--output-json", required=True)
     prep.add_argument("--input-size", type=int, required=True)
-    prep.add_argument("--input-range", type=float, nargs=2, default=[-1.0, 1.0])
+    prep.add_argument("--input-range", type=float, nargs=2, required=True)
     prep.add_argument("--untrained", action="store_true", help="mark outputs 'untrained backbone'")
     prep.add_argument("--graph-member", default="", help="frozen_graph: the .pb inside the archive")
     prep.add_argument("--input-tensor", default="", help="frozen_graph: input tensor name")
     prep.add_argument("--bottleneck-tensor", default="", help="frozen_graph: bottleneck tensor name")
-    to_ir = commands.add_parser("ir", help="convert backbone.pb to OpenVINO IR (openvino backend)")
-    to_ir.add_argument("--backbone-pb", required=True)
-    to_ir.add_argument("--backbone-json", required=True)
-    to_ir.add_argument("--output-xml", required=True, help="the .bin is written beside it")
+    prep.add_argument("--extra-endpoints", nargs="*", default=[],
+                      help="end points (inception_v3) or tensors (frozen_graph) to pool and append")
     args = parser.parse_args(argv)
-    if args.command == "ir":
-        convert_to_ir(args.backbone_pb, args.backbone_json, args.output_xml)
-        print(f"wrote {args.output_xml}")
-        return
     if args.command == "untrained":
         make_untrained_inception_v3(args.output, args.seed, args.size)
         print(f"wrote {args.output} ({UNTRAINED_NOTE})")
         return
     width = prepare(args.kind, args.source, args.output_pb, args.output_json, args.input_size,
                     args.input_range, args.untrained, args.graph_member or None,
-                    args.input_tensor or None, args.bottleneck_tensor or None)
-    print(f"wrote {args.output_pb}: bottleneck of {width} values")
+                    args.input_tensor or None, args.bottleneck_tensor or None, args.extra_endpoints)
+    print(f"wrote {args.output_pb}: features of {width} values")
 
 
 if __name__ == "__main__":

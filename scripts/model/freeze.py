@@ -1,42 +1,54 @@
-"""Freeze backbone + retrained head into one GraphDef, and prove it predicts the same.
+"""Freeze backbone + trained head into one GraphDef, and prove it predicts the same.
 
 The frozen model takes ``input``: float32 [N, size, size, 3], RGB, NHWC, values in the
-backbone's range (scripts/preprocess.py makes them), and returns ``final_result``:
-float32 [N, classes] softmax probabilities. ``model.json`` beside it records those
-names, the preprocessing contract and the labels; ``labels.txt`` is copied beside it.
+backbone's range (scripts/core/images.py makes them), and returns ``final_result``:
+float32 [N, classes] softmax probabilities. With test-time views the graph runs every
+view of each image (scripts/core/augment.py's dihedral views, as one batch) and averages
+their probabilities. ``model.json`` beside it records those names, the preprocessing
+contract, the views and the labels.
 
-Before the model is written, a check reloads the serialized graph, runs the test split
-through it and compares with the trained head on the cached test bottlenecks; any
-disagreement fails the job and leaves no model behind. The same test-split softmax is
-kept as ``test_predictions.npz``, the reference the OpenVINO IRs are evaluated against.
+Before the model is written, a check reloads the serialized graph, runs a sample of
+real test images through it and compares with the trained head on the cached features
+of the same images; any difference beyond the tolerance fails the job and leaves no
+model behind. ``test_predictions.npz`` holds the trained model's softmax on the whole
+test split, from the cached features (no image goes through the backbone again): the
+reference the OpenVINO IRs are evaluated against.
 
-    python -m scripts.freeze --backbone-pb P --backbone-json J --head H --labels L \
-        --test-tfrecords T... --test-bottlenecks B --out-dir O
+    python -m scripts.model.freeze --backbone-pb P --backbone-json J --head H --labels L \
+        --test-tfrecords T... --test-features F --test-view-features V... --views 0 4 \
+        --central-fraction 1.0 --resize bilinear --check-images 32 --tolerance 0.001 \
+        --output-pb M --output-json MJ --output-labels ML --output-check C --output-predictions P
 """
 import argparse
-import os
-import shutil
 
-import numpy as np
-
-from scripts import atomic, head as head_lib, tfcompat
-from scripts.backbone import load_graph_def
-from scripts.bottlenecks import load_bottlenecks, run_over_tfrecords
-from scripts.core.errors import PipelineError, run_cli
-from scripts.core.images import preprocessing_contract
+from scripts.core import atomic, formats, head as head_lib, images, tfcompat
+from scripts.core.checks import reference_probabilities, sample_check
+from scripts.core.contract import note_suffix
+from scripts.core.errors import run_cli
+from scripts.core.inference import GraphModel, load_graph_def
 
 INPUT_NODE = "input"
 OUTPUT_NODE = "final_result"
 
 
-def build_frozen_graph(backbone_def, info, head):
-    """One GraphDef: input placeholder -> backbone -> head (constants) -> softmax."""
+def tf_dihedral_view(tf, pixels, view):
+    """scripts/core/augment.dihedral_view as TensorFlow ops on [N, H, W, C]."""
+    for _ in range(view % 4):  # np.rot90 over (H, W): mirror W, then swap H and W
+        pixels = tf.transpose(tf.reverse(pixels, axis=[2]), [0, 2, 1, 3])
+    return tf.reverse(pixels, axis=[2]) if view >= 4 else pixels
+
+
+def build_frozen_graph(backbone_def, info, head, views):
+    """One GraphDef: input placeholder -> views -> backbone -> head (constants) -> mean softmax."""
     tf = tfcompat.tf_v1()
     size = info["input_size"]
     graph = tf.Graph()
     with graph.as_default():
-        images = tf.placeholder(tf.float32, [None, size, size, 3], name=INPUT_NODE)
-        bottleneck, = tf.import_graph_def(backbone_def, input_map={info["input_tensor"]: images},
+        images_in = tf.placeholder(tf.float32, [None, size, size, 3], name=INPUT_NODE)
+        batch = images_in
+        if len(views) > 1:
+            batch = tf.concat([tf_dihedral_view(tf, images_in, view) for view in views], axis=0, name="views")
+        bottleneck, = tf.import_graph_def(backbone_def, input_map={info["input_tensor"]: batch},
                                           return_elements=[info["bottleneck_tensor"]], name="backbone")
         with tf.name_scope("head"):
             x = tf.reshape(bottleneck, [-1, info["bottleneck_size"]], name="bottleneck")
@@ -44,111 +56,83 @@ def build_frozen_graph(backbone_def, info, head):
             if "hidden_w" in head:
                 x = tf.nn.relu(tf.matmul(x, tf.constant(head["hidden_w"])) + tf.constant(head["hidden_b"]))
             logits = tf.matmul(x, tf.constant(head["logits_w"])) + tf.constant(head["logits_b"])
-        tf.nn.softmax(logits, name=OUTPUT_NODE)
+            probs = tf.nn.softmax(logits)
+            if len(views) > 1:
+                classes = head["logits_b"].shape[0]
+                probs = tf.reduce_mean(tf.reshape(probs, [len(views), -1, classes]), axis=0)
+        tf.identity(probs, name=OUTPUT_NODE)
     return tf.graph_util.extract_sub_graph(graph.as_graph_def(), [OUTPUT_NODE])
 
 
-class FrozenModel:
-    """A frozen model loaded from disk, as a user would load it."""
-
-    def __init__(self, model_pb, threads=1):
-        tf = tfcompat.tf_v1()
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.import_graph_def(load_graph_def(model_pb), name="")
-        self.session = tf.Session(graph=graph, config=tf.ConfigProto(
-            intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1))
-        self.input = graph.get_tensor_by_name(INPUT_NODE + ":0")
-        self.output = graph.get_tensor_by_name(OUTPUT_NODE + ":0")
-
-    def __call__(self, pixels):
-        return self.session.run(self.output, {self.input: pixels})
-
-
-def frozen_predictions(model_pb, info, test_tfrecords, batch_size=32, threads=1):
-    """(probabilities, labels, sha256s) of the test split through the frozen model."""
-    model = FrozenModel(model_pb, threads)
-    probs, labels, hashes, _ = run_over_tfrecords(model, info, test_tfrecords, batch_size, threads)
-    if probs is None:
-        probs = np.zeros((0, int(model.output.shape[-1])), np.float32)
-    return probs, np.asarray(labels, np.int64), np.asarray(hashes, dtype=str)
-
-
-def save_predictions(path, probs, labels, hashes):
-    """The frozen model's test-split softmax: the reference every OpenVINO IR is compared with."""
-    accuracy = float((probs.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
-    with atomic.atomic_path(path) as temp, open(temp, "wb") as handle:
-        np.savez(handle, probabilities=probs, labels=labels, sha256=hashes, accuracy=np.float64(accuracy))
-    return accuracy
-
-
-def check_agreement(frozen_probs, frozen_hashes, head_probs, head_hashes, tolerance):
-    """Fail unless the frozen model reproduces the trained head on every test image."""
-    if list(frozen_hashes) != list(head_hashes):
-        raise PipelineError("freeze check: test TFRecords and test bottlenecks list different images")
-    difference = float(np.abs(frozen_probs - head_probs).max()) if len(head_hashes) else 0.0
-    disagree = int((frozen_probs.argmax(axis=1) != head_probs.argmax(axis=1)).sum())
-    result = {"images": len(head_hashes), "top1_disagreements": disagree,
-              "max_abs_probability_difference": difference, "tolerance": tolerance}
-    if disagree or difference > tolerance:
-        raise PipelineError(f"freeze check: frozen model differs from the trained head on the test split "
-                            f"({disagree} top-1 disagreements, max probability difference {difference:.2e} "
-                            f"> {tolerance:g})")
-    return result
-
-
-def freeze(backbone_pb, backbone_json, head_path, labels_path, test_tfrecords, test_bottlenecks,
-           out_dir, tolerance=1e-3, batch_size=32, threads=1):
-    info = atomic.read_json(backbone_json)
-    head = head_lib.load(head_path)
-    graph_def = build_frozen_graph(load_graph_def(backbone_pb), info, head)
-    model_pb = os.path.join(out_dir, "frozen_model.pb")
-    with atomic.atomic_path(model_pb) as temp:
-        with open(temp, "wb") as handle:
-            handle.write(graph_def.SerializeToString())
-        frozen_probs, frozen_labels, frozen_hashes = frozen_predictions(temp, info, test_tfrecords,
-                                                                        batch_size, threads)
-        cached = load_bottlenecks(test_bottlenecks)
-        check = check_agreement(frozen_probs, frozen_hashes, head_lib.probabilities(head, cached["features"]),
-                                cached["sha256"], tolerance)
-        atomic.write_json(os.path.join(out_dir, "freeze_check.json"), check)
-        save_predictions(os.path.join(out_dir, "test_predictions.npz"), frozen_probs, frozen_labels,
-                         frozen_hashes)
-    with open(labels_path, encoding="utf-8") as handle:
-        labels = [line.rstrip("\n") for line in handle if line.strip()]
-    with atomic.atomic_path(os.path.join(out_dir, "labels.txt")) as temp:
-        shutil.copyfile(labels_path, temp)
-    atomic.write_json(os.path.join(out_dir, "model.json"), {
+def model_contract(info, labels, central_fraction, resize, views, hidden_units):
+    """model.json: how to feed the frozen model and what it returns."""
+    return {
+        "schema_version": 2,
         "input_node": INPUT_NODE,
         "output_node": OUTPUT_NODE,
-        "output": "float32 [N, classes] softmax probabilities, classes in labels.txt order",
-        "preprocessing": preprocessing_contract(info["input_size"], info["input_range"]),
+        "output": "float32 [N, classes] softmax probabilities, classes in `labels` order",
+        "preprocessing": images.preprocessing_contract(info["input_size"], info["input_range"],
+                                                       central_fraction, resize),
+        "test_time_views": list(views),
         "labels": labels,
         "backbone": info,
+        "hidden_units": hidden_units,
         "untrained_backbone": info["untrained"],
-        "note": "untrained backbone" if info["untrained"] else "",
-        "hidden_units": int(head["hidden_w"].shape[1]) if "hidden_w" in head else 0,
-    })
-    return check
+        "note": info["note"],
+    }
+
+
+def freeze(paths, outputs, settings, threads):
+    """Write the frozen model, its description, labels, check result and test predictions."""
+    info = atomic.read_json(paths["backbone_json"])
+    head = head_lib.load(paths["head"])
+    labels = formats.read_labels(paths["labels"])
+    views = settings["views"]
+    contract = model_contract(info, labels, settings["central_fraction"], settings["resize"], views,
+                              int(head["hidden_w"].shape[1]) if "hidden_w" in head else 0)
+    probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]])
+    reference = {"probabilities": probabilities, "sha256": test["sha256"]}
+    graph_def = build_frozen_graph(load_graph_def(paths["backbone_pb"]), info, head, views)
+    with atomic.atomic_path(outputs["pb"]) as temp:
+        with open(temp, "wb") as handle:
+            handle.write(graph_def.SerializeToString(deterministic=True))
+        model = GraphModel(temp, INPUT_NODE, OUTPUT_NODE, threads)
+        check = sample_check(model, contract["preprocessing"], paths["test_tfrecords"], reference,
+                             settings["check_images"], settings["tolerance"], threads, "freeze")
+        atomic.write_json(outputs["check"], check)
+        formats.write_predictions(outputs["predictions"], probabilities, test["labels"], test["sha256"],
+                                  test["filenames"])
+    formats.write_labels(outputs["labels"], labels)
+    atomic.write_json(outputs["json"], contract)
+    return check, contract
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Freeze backbone + head into one .pb and check it.")
     parser.add_argument("--backbone-pb", required=True)
     parser.add_argument("--backbone-json", required=True)
-    parser.add_argument("--head", required=True, help="head.npz from retrain")
-    parser.add_argument("--labels", required=True)
+    parser.add_argument("--head", required=True, help="head.npz")
+    parser.add_argument("--labels", required=True, help="labels.json")
     parser.add_argument("--test-tfrecords", nargs="+", required=True)
-    parser.add_argument("--test-bottlenecks", required=True, help="test.npz (cached bottlenecks)")
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--tolerance", type=float, default=1e-3,
-                        help="largest allowed probability difference (default 1e-3)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--test-features", required=True, help="cached test features (plain)")
+    parser.add_argument("--test-view-features", nargs="*", default=[], help="cached features of each extra view")
+    parser.add_argument("--views", type=int, nargs="+", required=True, help="test-time views, 0 first")
+    parser.add_argument("--central-fraction", type=float, required=True)
+    parser.add_argument("--resize", choices=sorted(images.RESIZE_METHODS), required=True)
+    parser.add_argument("--check-images", type=int, required=True)
+    parser.add_argument("--tolerance", type=float, required=True, help="largest allowed probability difference")
+    parser.add_argument("--threads", type=int, required=True)
+    for name in ("pb", "json", "labels", "check", "predictions"):
+        parser.add_argument(f"--output-{name}", required=True)
     args = parser.parse_args(argv)
-    check = freeze(args.backbone_pb, args.backbone_json, args.head, args.labels, args.test_tfrecords,
-                   args.test_bottlenecks, args.out_dir, args.tolerance, threads=args.threads)
-    print(f"froze {args.out_dir}/frozen_model.pb; check on {check['images']} test images: "
-          f"max probability difference {check['max_abs_probability_difference']:.2e}")
+    paths = {key: getattr(args, key) for key in ("backbone_pb", "backbone_json", "head", "labels", "test_tfrecords",
+                                                 "test_features", "test_view_features")}
+    outputs = {name: getattr(args, f"output_{name}") for name in ("pb", "json", "labels", "check", "predictions")}
+    settings = {"views": args.views, "central_fraction": args.central_fraction, "resize": args.resize,
+                "check_images": args.check_images, "tolerance": args.tolerance}
+    check, contract = freeze(paths, outputs, settings, args.threads)
+    print(f"froze {args.output_pb}; check on {check['images']} test images: max probability difference "
+          f"{check['max_abs_probability_difference']:.2e}{note_suffix(contract['note'])}")
 
 
 if __name__ == "__main__":

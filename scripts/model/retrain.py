@@ -2,12 +2,16 @@
 
 Written in NumPy: a softmax layer (optionally after one ReLU hidden layer with dropout)
 is small enough that plain mini-batch training is fast, and it is bit-for-bit
-reproducible on one machine for a given seed. TensorFlow is used only to write the
-TensorBoard event files.
+reproducible on one machine for a given seed. TensorFlow is not needed (TensorBoard
+events are written with TensorBoard's own protos).
 
-Outputs: head.npz (scripts/head.py), history.csv, TensorBoard events, metrics.json.
+Outputs: head.npz (scripts/core/head.py), history.csv, TensorBoard events, metrics.json.
+Validation and test metrics average the probabilities of the test-time views given.
 
-    python -m scripts.retrain --bottlenecks-dir D --labels L --settings JSON --out-dir O
+    python -m scripts.model.retrain train --train T --validation V --test X --labels L \
+        --backbone-json B --settings JSON --experiment NAME --output-head H --output-history C \
+        --output-tensorboard D --output-metrics M
+    python -m scripts.model.retrain score ... --head H --history C --mode finetune --output-metrics M
 """
 import argparse
 import json
@@ -15,14 +19,16 @@ import os
 
 import numpy as np
 
-from scripts import atomic, head as head_lib
-from scripts.bottlenecks import load_bottlenecks
+from scripts.core import atomic, formats, head as head_lib, records
+from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.metrics import classification_metrics
 
 MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
+# A feature whose std is below this fraction of the median std is treated as constant.
+CONSTANT_FEATURE_STD = 1e-3
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "validation_loss", "validation_accuracy"]
 
 
@@ -107,13 +113,19 @@ def loss_and_accuracy(head, features, labels):
     if len(labels) == 0:
         return float("nan"), float("nan")
     probs = head_lib.probabilities(head, features)
-    loss = -np.log(probs[np.arange(len(labels)), labels] + 1e-12).mean()
-    return float(loss), float((probs.argmax(axis=1) == labels).mean())
+    return head_lib.cross_entropy(probs, labels), float((probs.argmax(axis=1) == labels).mean())
 
 
 def standardisation(features):
+    """Mean and inverse std per feature; features (nearly) constant in training get a scale of 0.
+
+    Dividing by a tiny std would multiply any later variation of such a feature (another
+    precision's rounding, an unseen image, fine-tuning) by up to a million.
+    """
     mean = features.mean(axis=0)
-    scale = 1.0 / np.maximum(features.std(axis=0), 1e-6)
+    std = features.std(axis=0)
+    typical = float(np.median(std[std > 0])) if np.any(std > 0) else 1.0
+    scale = np.where(std > CONSTANT_FEATURE_STD * typical, 1.0 / np.maximum(std, 1e-12), 0.0)
     return mean, scale
 
 
@@ -157,74 +169,139 @@ def train(data, num_classes, settings, log=print):
 
 
 def write_tensorboard(folder, history):
-    """TensorBoard scalars, written as Event protos in a TFRecord file.
+    """TensorBoard scalars: Event protos in a TFRecord file (no TensorFlow needed).
 
-    Writing the protos directly works whether or not eager execution is on, and the
-    fixed file name and wall times keep the output reproducible.
+    The fixed file name and wall times keep the output reproducible.
     """
-    import tensorflow as tf
-    from tensorflow.core.framework.summary_pb2 import Summary
-    from tensorflow.core.util.event_pb2 import Event
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    events = [Event(wall_time=0, file_version="brain.Event:2")]
+    for row in history:
+        values = [Summary.Value(tag=name, simple_value=value) for name, value in zip(HISTORY_COLUMNS[1:], row[1:])]
+        events.append(Event(wall_time=row[0], step=row[0], summary=Summary(value=values)))
     with atomic.atomic_dir(folder) as temp:
-        with tf.io.TFRecordWriter(os.path.join(temp, "events.out.tfevents.0.retrain")) as writer:
-            writer.write(Event(wall_time=0, file_version="brain.Event:2").SerializeToString())
-            for row in history:
-                values = [Summary.Value(tag=name, simple_value=value)
-                          for name, value in zip(HISTORY_COLUMNS[1:], row[1:])]
-                event = Event(wall_time=row[0], step=row[0], summary=Summary(value=values))
-                writer.write(event.SerializeToString())
+        records.write_records(os.path.join(temp, "events.out.tfevents.0.retrain"),
+                              (event.SerializeToString(deterministic=True) for event in events))
 
 
-def evaluate(head, data, labels):
-    results = {}
-    for split in ("train", "validation", "test"):
-        probs = head_lib.probabilities(head, data[split]["features"])
-        results[split] = classification_metrics(data[split]["labels"], probs.argmax(axis=1), labels)
-    return results
+def split_metrics(head, views, labels):
+    """Metrics of one split from its view features (view 0 first), averaging the views' probabilities."""
+    probs = head_lib.view_probabilities(head, [view["features"] for view in views])
+    true = views[0]["labels"]
+    metrics = classification_metrics(true, probs.argmax(axis=1), labels)
+    metrics["loss"] = head_lib.cross_entropy(probs, true)
+    return metrics
 
 
-def read_labels(path):
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle if line.strip()]
+def load_split(plain, extra_views):
+    """A split's features as a list of views: the plain file, then each extra view, checked to match."""
+    views = [formats.read_bottlenecks(plain)] + [formats.read_bottlenecks(path) for path in extra_views]
+    for path, view in zip(extra_views, views[1:]):
+        if list(view["sha256"]) != list(views[0]["sha256"]):
+            raise PipelineError(f"{path}: lists other images than {plain}")
+    return views
 
 
-def run(bottlenecks_dir, labels_path, settings, out_dir, experiment, untrained):
-    labels = read_labels(labels_path)
-    data = {split: load_bottlenecks(os.path.join(bottlenecks_dir, f"{split}.npz"))
-            for split in ("train", "validation", "test")}
-    if len(data["train"]["labels"]) == 0:
-        raise PipelineError(f"{bottlenecks_dir}/train.npz: no training images")
-    head, history, summary = train(data, len(labels), settings)
-    head_lib.save(os.path.join(out_dir, "head.npz"), head)
-    atomic.write_table(os.path.join(out_dir, "history.csv"), HISTORY_COLUMNS, history)
-    write_tensorboard(os.path.join(out_dir, "tensorboard"), history)
-    metrics = {
-        "schema_version": 1,
+def evaluate(head, splits, labels):
+    """{split: metrics} for {split: list of views}."""
+    return {split: split_metrics(head, views, labels) for split, views in splits.items()}
+
+
+def training_data(train, augmented):
+    """The plain training features with any augmented copies appended."""
+    parts = [formats.read_bottlenecks(path) for path in [train, *augmented]]
+    return formats.concatenate_bottlenecks(parts)
+
+
+def run(paths, labels_path, backbone_json, settings, outputs, experiment):
+    """Train a head on cached features and write head, history, TensorBoard events and metrics."""
+    labels = formats.read_labels(labels_path)
+    backbone = atomic.read_json(backbone_json)
+    train_data = training_data(paths["train"], paths["augmented"])
+    if len(train_data["labels"]) == 0:
+        raise PipelineError(f"{paths['train']}: no training images")
+    splits = {"validation": load_split(paths["validation"], paths["validation_views"]),
+              "test": load_split(paths["test"], paths["test_views"])}
+    data = {"train": train_data, "validation": splits["validation"][0]}
+    head, history, summary = train(data, len(labels), settings["train"])
+    head_lib.save(outputs["head"], head)
+    atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
+    write_tensorboard(outputs["tensorboard"], history)
+    metrics = metrics_record(experiment, "head", backbone, settings, summary,
+                             evaluate(head, {"train": [formats.read_bottlenecks(paths["train"])], **splits}, labels))
+    atomic.write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def metrics_record(experiment, mode, backbone, settings, summary, splits):
+    return {
+        "schema_version": 2,
         "experiment": experiment,
-        "untrained_backbone": untrained,
-        "note": "untrained backbone" if untrained else "",
+        "mode": mode,
+        "untrained_backbone": backbone["untrained"],
+        "note": note(backbone["untrained"]),
         "settings": settings,
         "training": summary,
-        "splits": evaluate(head, data, labels),
+        "splits": splits,
     }
-    atomic.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+
+
+def score(head_path, labels_path, backbone_json, settings, paths, output, experiment, mode, history_csv):
+    """metrics.json of a head trained elsewhere (fine-tuning) on its backbone's cached features."""
+    head = head_lib.load(head_path)
+    labels = formats.read_labels(labels_path)
+    splits = {"train": [formats.read_bottlenecks(paths["train"])],
+              "validation": load_split(paths["validation"], paths["validation_views"]),
+              "test": load_split(paths["test"], paths["test_views"])}
+    history = atomic.read_table(history_csv)
+    best = min(history, key=lambda row: float(row["validation_loss"])) if history else {"epoch": 0}
+    summary = {"epochs_run": len(history), "best_epoch": int(best["epoch"]), "monitored": "validation",
+               "stopped_early": False}
+    metrics = metrics_record(experiment, mode, atomic.read_json(backbone_json), settings, summary,
+                             evaluate(head, splits, labels))
+    atomic.write_json(output, metrics)
     return metrics
+
+
+def add_feature_arguments(parser):
+    parser.add_argument("--train", required=True, help="train.npz (plain features)")
+    parser.add_argument("--validation", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--validation-views", nargs="*", default=[], help="test-time views of validation, in order")
+    parser.add_argument("--test-views", nargs="*", default=[], help="test-time views of test, in order")
+    parser.add_argument("--labels", required=True, help="labels.json")
+    parser.add_argument("--backbone-json", required=True, help="the backbone's description (untrained or not)")
+    parser.add_argument("--settings", required=True, help="the experiment's train/augment/preprocess settings, JSON")
+    parser.add_argument("--experiment", required=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Retrain the final layer on cached bottlenecks.")
-    parser.add_argument("--bottlenecks-dir", required=True, help="folder with train/validation/test.npz")
-    parser.add_argument("--labels", required=True, help="labels.txt (line number = label id)")
-    parser.add_argument("--settings", required=True, help="the `train` config section as JSON")
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--experiment", default="default")
-    parser.add_argument("--untrained", action="store_true", help="the backbone is untrained")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("train", help="train a head and write it with its history and metrics")
+    add_feature_arguments(fit)
+    fit.add_argument("--augmented", nargs="*", default=[], help="features of augmented training copies")
+    for name in ("head", "history", "tensorboard", "metrics"):
+        fit.add_argument(f"--output-{name}", required=True)
+    scoring = commands.add_parser("score", help="metrics.json of a given head (fine-tuning)")
+    add_feature_arguments(scoring)
+    scoring.add_argument("--head", required=True)
+    scoring.add_argument("--history", required=True, help="the fine-tuning history.csv")
+    scoring.add_argument("--mode", required=True)
+    scoring.add_argument("--output-metrics", required=True)
     args = parser.parse_args(argv)
-    metrics = run(args.bottlenecks_dir, args.labels, json.loads(args.settings), args.out_dir,
-                  args.experiment, args.untrained)
-    note = " (untrained backbone)" if args.untrained else ""
+    settings = json.loads(args.settings)
+    paths = {"train": args.train, "validation": args.validation, "test": args.test,
+             "validation_views": args.validation_views, "test_views": args.test_views,
+             "augmented": getattr(args, "augmented", [])}
+    if args.command == "train":
+        outputs = {name: getattr(args, f"output_{name}") for name in ("head", "history", "tensorboard", "metrics")}
+        metrics = run(paths, args.labels, args.backbone_json, settings, outputs, args.experiment)
+    else:
+        metrics = score(args.head, args.labels, args.backbone_json, settings, paths, args.output_metrics,
+                        args.experiment, args.mode, args.history)
     for split in ("validation", "test"):
-        print(f"{split} accuracy: {metrics['splits'][split]['accuracy']:.4f}{note}")
+        print(f"{split} accuracy: {metrics['splits'][split]['accuracy']:.4f}{note_suffix(metrics['note'])}")
 
 
 if __name__ == "__main__":

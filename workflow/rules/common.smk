@@ -1,14 +1,16 @@
 # Config validation, paths and input functions shared by every rule file.
 import ast
 import functools
+import hashlib
 import json
 import os
+import re
 import posixpath
 import sys
 import urllib.parse
 
 sys.path.insert(0, workflow.basedir)
-from scripts.core.config_check import check_config, experiment_settings
+from scripts.core.config_check import check_config, expand_experiments, experiment_settings
 from scripts.core.errors import PipelineError
 from snakemake.exceptions import WorkflowError
 
@@ -20,13 +22,11 @@ except PipelineError as error:
 RESULTS = "results"
 DATA = f"{RESULTS}/data"
 BACKBONE = f"{RESULTS}/backbone"
-BOTTLENECKS = f"{RESULTS}/bottlenecks"
 LOGS = f"{RESULTS}/logs"
 RUNTIME = f"{RESULTS}/runtime"  # Snakemake `benchmark:` files (time and memory per job)
 SPLITS = ("train", "validation", "test")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz")
 UNTRAINED = config["backbone"]["source"] == "untrained"
-EXPERIMENTS = list(config["experiments"])
 
 
 def env(name):
@@ -129,8 +129,11 @@ def all_tfrecords():
 
 # ------------------------------------------------------------------ backbone
 def backbone_download():
-    if UNTRAINED:
-        return f"{BACKBONE}/download/inception_v3_untrained.tar.gz"
+    """The backbone's checkpoint or graph as fetched (or made, for `untrained`)."""
+    return f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz" if UNTRAINED else backbone_fetched()
+
+
+def backbone_fetched():
     return f"{BACKBONE}/download/{source_name(config['backbone']['source'])}"
 
 
@@ -140,24 +143,118 @@ def backbone_unpacked():
     return f"{BACKBONE}/unpacked" if is_archive(download) else download
 
 
-def backbone_ir():
-    """The backbone IR, needed only by the `openvino` bottleneck backend."""
-    if config["bottlenecks"]["backend"] == "openvino":
-        return [f"{BACKBONE}/backbone.xml"]
-    return []
-
-
-def bottleneck_shards(split):
-    return [f"{BOTTLENECKS}/{shard_name(split, shard)}.npz" for shard in range(shard_count(split))]
-
-
 # ------------------------------------------------------------------ experiments
-def settings(experiment, section):
-    return experiment_settings(config, experiment)[section]
+# Every experiment is a named override (config `experiments`) times a sweep point.
+EXPANDED = expand_experiments(config)
+EXPERIMENTS = list(EXPANDED)
+ENGINES = ("tensorflow", "FP32", "FP16", "INT8")
+# Test-time views (scripts/core/augment.py): view 0 is the image itself.
+TEST_TIME_VIEWS = {"none": [0], "flip": [0, 4], "dihedral": list(range(8))}
+
+
+@functools.cache
+def settings(experiment):
+    """The experiment's preprocess, augment, train, finetune and export sections."""
+    return experiment_settings(config, experiment, EXPANDED)
 
 
 def precisions(experiment):
-    return settings(experiment, "export")["precisions"]
+    return settings(experiment)["export"]["precisions"]
+
+
+def training_engine():
+    """What computes the features heads train on: TensorFlow, or the backbone IR at a precision."""
+    backbone = config["bottlenecks"]
+    return "tensorflow" if backbone["backend"] == "tensorflow" else backbone["precision"]
+
+
+def variant_name(preprocess):
+    """A readable name for a preprocessing setting, e.g. crop0.875-bilinear."""
+    return f"crop{preprocess['central_fraction']:g}-{preprocess['resize']}"
+
+
+VARIANTS = {variant_name(settings(name)["preprocess"]): settings(name)["preprocess"] for name in EXPERIMENTS}
+
+
+def augment_name(augment):
+    """aug-<hash> of the settings that make the augmented training copies."""
+    keys = ("copies", "flip", "rotate90", "crop", "color_jitter", "seed")
+    text = json.dumps({key: augment[key] for key in keys}, sort_keys=True)
+    return "aug-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+AUGMENTS = {augment_name(settings(name)["augment"]): settings(name)["augment"] for name in EXPERIMENTS
+            if settings(name)["augment"]["copies"] > 0}
+
+
+def finetuned(experiment):
+    return settings(experiment)["finetune"]["enabled"]
+
+
+def backbone_root(experiment):
+    """Where an experiment's backbone lives: the shared one, or its own fine-tuned one."""
+    return f"{experiment}/finetune" if finetuned(experiment) else "backbone"
+
+
+def model_dir(experiment):
+    """The folder of the experiment's final head and metrics (fine-tuned or head-only)."""
+    return f"{RESULTS}/{experiment}/finetune" if finetuned(experiment) else f"{RESULTS}/{experiment}/model"
+
+
+def features_dir(root, variant, engine, kind):
+    return f"{RESULTS}/{root}/features/{variant}/{engine}/{kind}"
+
+
+def features(experiment, split, engine=None, kind="plain", root=None):
+    """A gathered feature file of one split, for the experiment's preprocessing.
+
+    ``root`` is the backbone (default: the experiment's own, fine-tuned or shared),
+    ``engine`` what computed them (default: the training engine).
+    """
+    variant = variant_name(settings(experiment)["preprocess"])
+    root = root or backbone_root(experiment)
+    return f"{features_dir(root, variant, engine or training_engine(), kind)}/{split}.npz"
+
+
+def test_time_views(experiment):
+    return TEST_TIME_VIEWS[settings(experiment)["augment"]["test_time"]]
+
+
+def view_features(experiment, split, engine=None, root=None):
+    """The split's features for every extra test-time view (view 0 is the plain file)."""
+    return [features(experiment, split, engine, f"view{view}", root) for view in test_time_views(experiment)[1:]]
+
+
+def augmented_features(experiment, root=None):
+    augment = settings(experiment)["augment"]
+    return [features(experiment, "train", kind=augment_name(augment), root=root)] if augment["copies"] else []
+
+
+def engine_files(wildcards):
+    """The model that computes features for an engine: backbone.pb, or the backbone IR of a precision."""
+    if wildcards.engine == "tensorflow":
+        return [f"{RESULTS}/{wildcards.root}/backbone.pb"]
+    return [f"{RESULTS}/{wildcards.root}/ir/{wildcards.engine}/backbone.{ext}" for ext in ("xml", "bin")]
+
+
+def root_preprocess(root):
+    """The preprocessing that calibrates a backbone's INT8 IR: the base one, or the fine-tuned experiment's."""
+    return config["preprocess"] if root == "backbone" else settings(root.split("/")[0])["preprocess"]
+
+
+def calibration_options(wildcards):
+    """INT8 calibration options of a backbone IR job ("" for the other precisions, which do not use them)."""
+    if wildcards.precision != "INT8":
+        return ""
+    preprocess = root_preprocess(wildcards.root)
+    return (f"--calibration-images {config['bottlenecks']['int8_calibration_images']}"
+            f" --central-fraction {preprocess['central_fraction']} --resize {preprocess['resize']}")
+
+
+def backbone_ir_files(wildcards):
+    """The backbone IR (xml, bin) a deployed IR of this experiment and precision is built on."""
+    folder = f"{RESULTS}/{backbone_root(wildcards.experiment)}/ir/{wildcards.precision}"
+    return [f"{folder}/backbone.xml", f"{folder}/backbone.bin"]
 
 
 def export_option(wildcards, key, used_by):
@@ -165,19 +262,54 @@ def export_option(wildcards, key, used_by):
 
     Jobs that do not use a setting do not carry it, so changing it does not rerun them.
     """
-    value = settings(wildcards.experiment, "export")[key]
+    value = settings(wildcards.experiment)["export"][key]
     if wildcards.precision not in used_by or value is None:
         return ""
     return f"--{key.replace('_', '-')} {value}"
 
 
-def final_targets():
-    targets = [f"{DATA}/manifest.tsv"] + all_tfrecords()
-    for experiment in EXPERIMENTS:
-        targets += [f"{RESULTS}/{experiment}/model/frozen_model.pb"]
-        for precision in precisions(experiment):
-            targets += [f"{RESULTS}/{experiment}/ir/{precision}/{name}" for name in ("model.xml", "evaluation.json")]
-        targets += [f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}" for ext in ("csv", "json")]
+def head_settings(experiment):
+    """What a head's training depends on, as JSON (the retrain job's params; recorded in metrics.json)."""
+    chosen = settings(experiment)
+    return json.dumps({section: chosen[section] for section in ("preprocess", "augment", "train")}, sort_keys=True)
+
+
+def finetune_settings(experiment):
+    chosen = settings(experiment)
+    return json.dumps({**chosen["finetune"], "augment": chosen["augment"]}, sort_keys=True)
+
+
+def final_metrics(experiment):
+    return f"{model_dir(experiment)}/metrics.json"
+
+
+def deployed_experiments(selected=None):
+    """Every experiment, or only the one `select` chose (selection.deploy)."""
+    if config["selection"]["deploy"] == "all":
+        return EXPERIMENTS
+    return [selected] if selected else []
+
+
+def selected_experiment():
+    """The selected experiment's name, once the `select` checkpoint has run."""
+    with open(checkpoints.select.get().output.selected, encoding="utf-8") as handle:
+        return json.load(handle)["experiment"]
+
+
+def deploy_targets(experiment):
+    targets = [f"{RESULTS}/{experiment}/model/frozen_model.pb"]
+    for precision in precisions(experiment):
+        targets += [f"{RESULTS}/{experiment}/ir/{precision}/{name}" for name in ("model.xml", "evaluation.json")]
+    targets += [f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}" for ext in ("csv", "json")]
+    return targets
+
+
+def final_targets(wildcards):
+    targets = [f"{DATA}/manifest.tsv", f"{RESULTS}/selected.json"] + all_tfrecords()
+    targets += [final_metrics(experiment) for experiment in EXPERIMENTS]
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    for experiment in deployed_experiments(selected):
+        targets += deploy_targets(experiment)
     return targets
 
 
@@ -195,14 +327,22 @@ def evaluations(experiment):
     return [f"{RESULTS}/{experiment}/ir/{precision}/evaluation.json" for precision in precisions(experiment)]
 
 
-def report_targets():
+def report_targets(wildcards):
     targets = [f"{REPORT}/data_summary.csv", f"{REPORT}/experiments.csv"]
-    for experiment in EXPERIMENTS:
-        targets += [f"{RESULTS}/{experiment}/report/{name}" for name in
-                    ("training_curves.png", "ir_accuracy.csv", "benchmarks.png")]
+    targets += [f"{RESULTS}/{experiment}/report/training_curves.png" for experiment in EXPERIMENTS]
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    for experiment in deployed_experiments(selected):
+        targets += [f"{RESULTS}/{experiment}/report/{name}" for name in ("ir_accuracy.csv", "benchmarks.png")]
     return targets
 
 
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
+    experiment="|".join(re.escape(name) for name in EXPERIMENTS),
     split="|".join(SPLITS),
+    root=r"backbone|[A-Za-z0-9][A-Za-z0-9_.-]*/finetune",
+    variant=r"crop[0-9.e-]+-[a-z]+",
+    engine="|".join(ENGINES),
+    precision="FP32|FP16|INT8",
+    kind=r"plain|view[1-7]|aug-[0-9a-f]{8}",
+    shard=r"\d{5}",
+    num_shards=r"\d{5}",

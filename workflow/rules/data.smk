@@ -116,7 +116,7 @@ rule split:
         code=code("data/split"),
     output:
         manifest=f"{DATA}/manifest.tsv",
-        labels=f"{DATA}/labels.txt",
+        labels=f"{DATA}/labels.json",
         summary=f"{DATA}/split_summary.json",
     params:
         validation=config["split"]["validation"],

@@ -1,5 +1,6 @@
-# Deployment stages: frozen model -> OpenVINO IR (one job per precision) -> evaluation
-# against TensorFlow on the test split -> benchmarks (one job per device and precision).
+# Deployment stages: backbone IR + head -> deployed IR per precision (checked on real test
+# images) -> accuracy from the cached features of that backbone IR -> benchmarks (one job
+# per device and precision). By default for the experiment `select` chose.
 #
 # Each job's params hold only the settings it uses, so that changing a benchmark setting
 # reruns the benchmarks alone, and adding a device adds only that device's jobs.
@@ -10,48 +11,54 @@ BENCHMARK_DIR = f"{RESULTS}/{{experiment}}/benchmarks"
 
 
 wildcard_constraints:
-    precision="FP32|FP16|INT8",
     device=r"[A-Z][A-Z0-9_.]*",
 
 
 rule ir:
-    """Convert the frozen model to OpenVINO IR at one precision (INT8: NNCF, calibrated)."""
+    """The deployed IR of one precision: that precision's backbone IR with the head appended."""
     input:
-        pb=f"{MODEL_DIR}/frozen_model.pb",
-        info=f"{MODEL_DIR}/model.json",
-        train_tfrecords=lambda wildcards: tfrecord_shards("train") if wildcards.precision == "INT8" else [],
+        backbone_xml=lambda wildcards: backbone_ir_files(wildcards)[0],
+        backbone_bin=lambda wildcards: backbone_ir_files(wildcards)[1],
+        head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
+        contract=f"{MODEL_DIR}/model.json",
+        test_tfrecords=tfrecord_shards("test"),
+        test_features=lambda wildcards: features(wildcards.experiment, "test", wildcards.precision),
+        test_view_features=lambda wildcards: view_features(wildcards.experiment, "test", wildcards.precision),
         code=code("deploy/ir"),
     output:
         xml=f"{IR_DIR}/model.xml",
         bin=f"{IR_DIR}/model.bin",
-        info=f"{IR_DIR}/model.json",
+        info=f"{IR_DIR}/ir.json",
     params:
-        calibration=lambda wildcards: export_option(wildcards, "int8_calibration_images", ["INT8"]),
-        out_dir=lambda wildcards, output: os.path.dirname(output.xml),
+        check_images=lambda wildcards: settings(wildcards.experiment)["export"]["check_images"],
+        tolerance=lambda wildcards: settings(wildcards.experiment)["export"]["check_tolerance"],
     log:
         f"{LOGS}/{{experiment}}/ir_{{precision}}.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/ir_{{precision}}.tsv"
-    threads: config["bottlenecks"]["threads"]
+    threads: config["inference"]["threads"]
     resources:
-        mem_mb=6000,
+        mem_mb=4000,
         runtime=30,
     conda:
         env("openvino")
     shell:
-        "python -m scripts.ir --model-pb {input.pb:q} --precision {wildcards.precision}"
-        " --out-dir {params.out_dir:q} --train-tfrecords {input.train_tfrecords:q}"
-        " {params.calibration} --threads {threads} > {log} 2>&1"
+        "python -m scripts.deploy.ir --backbone-xml {input.backbone_xml:q} --head {input.head:q}"
+        " --model-json {input.contract:q} --precision {wildcards.precision}"
+        " --test-tfrecords {input.test_tfrecords:q} --test-features {input.test_features:q}"
+        " --test-view-features {input.test_view_features:q} --check-images {params.check_images}"
+        " --tolerance {params.tolerance} --threads {threads} --output-xml {output.xml:q}"
+        " --output-json {output.info:q} > {log} 2>&1"
 
 
 rule evaluate_ir:
-    """Test-split metrics of one IR and its agreement with TensorFlow, with the export thresholds."""
+    """Test-split accuracy of one IR from its backbone's cached features, against the trained model."""
     input:
-        xml=f"{IR_DIR}/model.xml",
-        bin=f"{IR_DIR}/model.bin",
-        info=f"{IR_DIR}/model.json",
-        tensorflow=f"{MODEL_DIR}/test_predictions.npz",
-        test_tfrecords=tfrecord_shards("test"),
+        info=f"{IR_DIR}/ir.json",
+        head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
+        test_features=lambda wildcards: features(wildcards.experiment, "test", wildcards.precision),
+        test_view_features=lambda wildcards: view_features(wildcards.experiment, "test", wildcards.precision),
+        reference=f"{MODEL_DIR}/test_predictions.npz",
         code=code("deploy/evaluate_ir"),
     output:
         f"{IR_DIR}/evaluation.json",
@@ -62,16 +69,17 @@ rule evaluate_ir:
         f"{LOGS}/{{experiment}}/evaluate_ir_{{precision}}.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/evaluate_ir_{{precision}}.tsv"
-    threads: config["bottlenecks"]["threads"]
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=2000,
+        runtime=10,
     conda:
-        env("openvino")
+        env("data")
     shell:
-        "python -m scripts.evaluate_ir ir --ir-xml {input.xml:q} --tensorflow {input.tensorflow:q}"
-        " --test-tfrecords {input.test_tfrecords:q} --output {output:q} {params.min_fp_agreement}"
-        " {params.max_int8_drop} --threads {threads} > {log} 2>&1"
+        "python -m scripts.deploy.evaluate_ir --ir-json {input.info:q} --head {input.head:q}"
+        " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"
+        " --reference {input.reference:q} --output {output:q} {params.min_fp_agreement}"
+        " {params.max_int8_drop} > {log} 2>&1"
 
 
 rule benchmark:
@@ -79,7 +87,7 @@ rule benchmark:
     input:
         xml=f"{IR_DIR}/model.xml",
         bin=f"{IR_DIR}/model.bin",
-        info=f"{IR_DIR}/model.json",
+        info=f"{IR_DIR}/ir.json",
         code=code("deploy/benchmark"),
     output:
         f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json",
@@ -99,8 +107,8 @@ rule benchmark:
     conda:
         env("openvino")
     shell:
-        "python -m scripts.benchmark run --ir-xml {input.xml:q} --device {wildcards.device}"
-        " --modes {params.modes} --seconds {params.seconds} {params.skip_absent}"
+        "python -m scripts.deploy.benchmark run --ir-xml {input.xml:q} --ir-json {input.info:q}"
+        " --device {wildcards.device} --modes {params.modes} --seconds {params.seconds} {params.skip_absent}"
         " --threads {threads} --output {output:q} > {log} 2>&1"
 
 
@@ -108,8 +116,11 @@ rule gather_benchmarks:
     """One experiment's benchmarks as one table: a row per device, precision and mode."""
     input:
         results=lambda wildcards: expand(
-            f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json", experiment=wildcards.experiment,
-            device=config["benchmark"]["devices"], precision=precisions(wildcards.experiment)),
+            f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json",
+            experiment=wildcards.experiment,
+            device=config["benchmark"]["devices"],
+            precision=precisions(wildcards.experiment),
+        ),
         code=code("deploy/benchmark"),
     output:
         csv=f"{BENCHMARK_DIR}/benchmarks.csv",
@@ -125,5 +136,5 @@ rule gather_benchmarks:
     conda:
         env("openvino")
     shell:
-        "python -m scripts.benchmark gather --output-csv {output.csv:q} --output-json {output.json:q}"
+        "python -m scripts.deploy.benchmark gather --output-csv {output.csv:q} --output-json {output.json:q}"
         " {input.results:q} > {log} 2>&1"

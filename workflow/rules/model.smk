@@ -1,57 +1,56 @@
-# Model stages: backbone -> bottlenecks (one job per shard) -> retrain -> freeze.
+# Model stages: backbone -> backbone IRs -> features (one job per shard) -> head per
+# experiment (-> fine-tuning) -> selection on validation -> frozen model.
 
-if UNTRAINED:
 
-    rule untrained_backbone:
-        """A randomly initialised Inception V3 in the official checkpoint format (offline, tests)."""
-        input:
-            code=code("model/backbone"),
-        output:
-            backbone_download(),
-        params:
-            seed=config["backbone"]["untrained_seed"],
-            size=config["backbone"]["input_size"],
-        log:
-            f"{LOGS}/untrained_backbone.log",
-        benchmark:
-            f"{RUNTIME}/untrained_backbone.tsv"
-        threads: 1
-        resources:
-            mem_mb=3000,
-            runtime=10,
-        conda:
-            env("tensorflow")
-        shell:
-            "python -m scripts.backbone untrained --output {output:q} --seed {params.seed}"
-            " --size {params.size} > {log} 2>&1"
+rule untrained_backbone:
+    """A randomly initialised Inception V3 in the official checkpoint format (offline, tests)."""
+    input:
+        code=code("model/backbone"),
+    output:
+        f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz",
+    params:
+        seed=config["backbone"]["untrained_seed"],
+        size=config["backbone"]["input_size"],
+    log:
+        f"{LOGS}/untrained_backbone.log",
+    benchmark:
+        f"{RUNTIME}/untrained_backbone.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        env("tensorflow")
+    shell:
+        "python -m scripts.model.backbone untrained --output {output:q} --seed {params.seed}"
+        " --size {params.size} > {log} 2>&1"
 
-else:
 
-    rule download_backbone:
-        """Fetch the checkpoint or frozen graph (URL or local path), verifying its sha256."""
-        input:
-            code=code("data/fetch"),
-        output:
-            backbone_download(),
-        params:
-            source=config["backbone"]["source"],
-            sha256=config["backbone"]["sha256"] or "",
-            retries=config["download"]["retries"],
-            timeout=config["download"]["timeout_seconds"],
-        log:
-            f"{LOGS}/download_backbone.log",
-        benchmark:
-            f"{RUNTIME}/download_backbone.tsv"
-        threads: 1
-        resources:
-            mem_mb=200,
-            runtime=60,
-        conda:
-            env("data")
-        shell:
-            "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
-            " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
-            " > {log} 2>&1"
+rule download_backbone:
+    """Fetch the checkpoint or frozen graph (URL or local path), verifying its sha256."""
+    input:
+        code=code("data/fetch"),
+    output:
+        backbone_fetched(),
+    params:
+        source=config["backbone"]["source"],
+        sha256=config["backbone"]["sha256"] or "",
+        retries=config["download"]["retries"],
+        timeout=config["download"]["timeout_seconds"],
+    log:
+        f"{LOGS}/download_backbone.log",
+    benchmark:
+        f"{RUNTIME}/download_backbone.tsv"
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=60,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
+        " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
+        " > {log} 2>&1"
 
 
 rule extract_backbone:
@@ -79,7 +78,7 @@ rule extract_backbone:
 
 
 rule backbone:
-    """Restore (or cut) the backbone and freeze it up to the bottleneck: backbone.pb."""
+    """Restore (or cut) the backbone and freeze it up to the features: backbone.pb."""
     input:
         source=backbone_unpacked(),
         code=code("model/backbone"),
@@ -94,6 +93,7 @@ rule backbone:
         member=config["backbone"]["graph_member"] or "",
         input_tensor=config["backbone"]["input_tensor"] or "",
         bottleneck_tensor=config["backbone"]["bottleneck_tensor"] or "",
+        extra_endpoints=config["backbone"]["extra_endpoints"],
         untrained="--untrained" if UNTRAINED else "",
     log:
         f"{LOGS}/backbone.log",
@@ -106,96 +106,109 @@ rule backbone:
     conda:
         env("tensorflow")
     shell:
-        "python -m scripts.backbone prepare --kind {params.kind} --source {input.source:q}"
+        "python -m scripts.model.backbone prepare --kind {params.kind} --source {input.source:q}"
         " --output-pb {output.pb:q} --output-json {output.info:q} --input-size {params.size}"
         " --input-range {params.low} {params.high} {params.untrained}"
         " --graph-member={params.member:q} --input-tensor={params.input_tensor:q}"
-        " --bottleneck-tensor={params.bottleneck_tensor:q} > {log} 2>&1"
+        " --bottleneck-tensor={params.bottleneck_tensor:q} --extra-endpoints {params.extra_endpoints:q}"
+        " > {log} 2>&1"
 
 
 rule backbone_ir:
-    """The backbone as OpenVINO IR, converted once for the `openvino` bottleneck backend."""
+    """A backbone as OpenVINO IR at one precision (INT8: NNCF, calibrated on training images)."""
     input:
-        pb=f"{BACKBONE}/backbone.pb",
-        info=f"{BACKBONE}/backbone.json",
-        code=code("model/backbone"),
+        pb=f"{RESULTS}/{{root}}/backbone.pb",
+        info=f"{RESULTS}/{{root}}/backbone.json",
+        train_tfrecords=lambda wildcards: tfrecord_shards("train") if wildcards.precision == "INT8" else [],
+        code=code("model/backbone_ir"),
     output:
-        xml=f"{BACKBONE}/backbone.xml",
-        bin=f"{BACKBONE}/backbone.bin",
+        xml=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.xml",
+        bin=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.bin",
+    params:
+        calibration=calibration_options,
     log:
-        f"{LOGS}/backbone_ir.log",
+        f"{LOGS}/{{root}}/backbone_ir_{{precision}}.log",
     benchmark:
-        f"{RUNTIME}/backbone_ir.tsv"
-    threads: 1
+        f"{RUNTIME}/{{root}}/backbone_ir_{{precision}}.tsv"
+    threads: config["inference"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=6000,
+        runtime=30,
     conda:
         env("openvino")
     shell:
-        "python -m scripts.backbone ir --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
-        " --output-xml {output.xml:q} > {log} 2>&1"
+        "python -m scripts.model.backbone_ir --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
+        " --precision {wildcards.precision} --output-xml {output.xml:q}"
+        " --train-tfrecords {input.train_tfrecords:q} {params.calibration} --threads {threads} > {log} 2>&1"
 
 
 rule bottleneck_shard:
-    """Bottleneck features of one TFRecord shard (a cluster runs shards in parallel)."""
+    """Features of one TFRecord shard: plain, one test-time view, or augmented copies."""
     input:
         tfrecord=f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
-        pb=f"{BACKBONE}/backbone.pb",
-        info=f"{BACKBONE}/backbone.json",
-        ir=backbone_ir(),
+        info=f"{RESULTS}/{{root}}/backbone.json",
+        model=engine_files,
         code=code("model/bottlenecks"),
     output:
-        f"{BOTTLENECKS}/{{split}}-{{shard}}-of-{{num_shards}}.npz",
+        f"{RESULTS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.npz",
     params:
-        batch_size=config["bottlenecks"]["batch_size"],
-        backend=config["bottlenecks"]["backend"],
-        ir_xml=lambda wildcards, input: input.ir[0] if input.ir else "",
+        central_fraction=lambda wildcards: VARIANTS[wildcards.variant]["central_fraction"],
+        resize=lambda wildcards: VARIANTS[wildcards.variant]["resize"],
+        augment=lambda wildcards: json.dumps(AUGMENTS.get(wildcards.kind, {}), sort_keys=True),
+        batch_size=config["inference"]["batch_size"],
     log:
-        f"{LOGS}/bottlenecks/{{split}}-{{shard}}-of-{{num_shards}}.log",
+        f"{LOGS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.log",
     benchmark:
-        f"{RUNTIME}/bottlenecks/{{split}}-{{shard}}-of-{{num_shards}}.tsv"
-    wildcard_constraints:
-        shard=r"\d{5}",
-        num_shards=r"\d{5}",
-    threads: config["bottlenecks"]["threads"]
+        f"{RUNTIME}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.tsv"
+    threads: config["inference"]["threads"]
     resources:
         mem_mb=4000,
         runtime=120,
     conda:
         env("tensorflow")
     shell:
-        "python -m scripts.bottlenecks shard --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
-        " --tfrecord {input.tfrecord:q} --output {output:q} --batch-size {params.batch_size}"
-        " --threads {threads} --backend {params.backend} --ir-xml={params.ir_xml:q} > {log} 2>&1"
+        "python -m scripts.model.bottlenecks shard --backbone-json {input.info:q} --model {input.model[0]:q}"
+        " --tfrecord {input.tfrecord:q} --output {output:q} --kind {wildcards.kind} --augment {params.augment:q}"
+        " --central-fraction {params.central_fraction} --resize {params.resize}"
+        " --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"
 
 
 rule gather_bottlenecks:
-    """All bottlenecks of one split in one file, in shard order."""
+    """All features of one split in one file, in shard order."""
     input:
-        shards=lambda wildcards: bottleneck_shards(wildcards.split),
+        shards=lambda wildcards: [
+            f"{RESULTS}/{wildcards.root}/features/{wildcards.variant}/{wildcards.engine}/{wildcards.kind}/"
+            f"{shard_name(wildcards.split, shard)}.npz"
+            for shard in range(shard_count(wildcards.split))
+        ],
         code=code("model/bottlenecks"),
     output:
-        f"{BOTTLENECKS}/{{split}}.npz",
+        f"{RESULTS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}.npz",
     log:
-        f"{LOGS}/bottlenecks/gather_{{split}}.log",
+        f"{LOGS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/gather_{{split}}.log",
     benchmark:
-        f"{RUNTIME}/bottlenecks/gather_{{split}}.tsv"
+        f"{RUNTIME}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/gather_{{split}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        env("tensorflow")
+        env("data")
     shell:
-        "python -m scripts.bottlenecks gather --output {output:q} {input.shards:q} > {log} 2>&1"
+        "python -m scripts.model.bottlenecks gather --output {output:q} {input.shards:q} > {log} 2>&1"
 
 
 rule retrain:
-    """Train the new final layer of one experiment on the cached bottlenecks."""
+    """Train the new final layer of one experiment on the shared backbone's cached features."""
     input:
-        bottlenecks=expand(f"{BOTTLENECKS}/{{split}}.npz", split=SPLITS),
-        labels=f"{DATA}/labels.txt",
+        train=lambda wildcards: features(wildcards.experiment, "train", root="backbone"),
+        augmented=lambda wildcards: augmented_features(wildcards.experiment, root="backbone"),
+        validation=lambda wildcards: features(wildcards.experiment, "validation", root="backbone"),
+        validation_views=lambda wildcards: view_features(wildcards.experiment, "validation", root="backbone"),
+        test=lambda wildcards: features(wildcards.experiment, "test", root="backbone"),
+        test_views=lambda wildcards: view_features(wildcards.experiment, "test", root="backbone"),
+        labels=f"{DATA}/labels.json",
+        info=f"{BACKBONE}/backbone.json",
         code=code("model/retrain"),
     output:
         head=f"{RESULTS}/{{experiment}}/model/head.npz",
@@ -203,10 +216,7 @@ rule retrain:
         tensorboard=directory(f"{RESULTS}/{{experiment}}/model/tensorboard"),
         metrics=f"{RESULTS}/{{experiment}}/model/metrics.json",
     params:
-        settings=lambda wildcards: json.dumps(settings(wildcards.experiment, "train"), sort_keys=True),
-        untrained="--untrained" if UNTRAINED else "",
-        bottlenecks_dir=lambda wildcards, input: os.path.dirname(input.bottlenecks[0]),
-        out_dir=lambda wildcards, output: os.path.dirname(output.head),
+        settings=lambda wildcards: head_settings(wildcards.experiment),
     log:
         f"{LOGS}/{{experiment}}/retrain.log",
     benchmark:
@@ -216,43 +226,151 @@ rule retrain:
         mem_mb=2000,
         runtime=30,
     conda:
-        env("tensorflow")
+        env("data")
     shell:
-        "python -m scripts.retrain --bottlenecks-dir {params.bottlenecks_dir:q} --labels {input.labels:q}"
-        " --settings {params.settings:q} --out-dir {params.out_dir:q}"
-        " --experiment {wildcards.experiment} {params.untrained} > {log} 2>&1"
+        "python -m scripts.model.retrain train --train {input.train:q} --augmented {input.augmented:q}"
+        " --validation {input.validation:q} --validation-views {input.validation_views:q}"
+        " --test {input.test:q} --test-views {input.test_views:q} --labels {input.labels:q}"
+        " --backbone-json {input.info:q} --settings {params.settings:q} --experiment {wildcards.experiment}"
+        " --output-head {output.head:q} --output-history {output.history:q}"
+        " --output-tensorboard {output.tensorboard:q} --output-metrics {output.metrics:q} > {log} 2>&1"
 
 
-rule freeze:
-    """One frozen .pb (image -> backbone -> head -> softmax), checked against the head."""
+rule finetune:
+    """Train the top of the backbone with the head on augmented images (TF-Slim trainable scopes)."""
     input:
         pb=f"{BACKBONE}/backbone.pb",
         info=f"{BACKBONE}/backbone.json",
         head=f"{RESULTS}/{{experiment}}/model/head.npz",
-        labels=f"{DATA}/labels.txt",
+        train_tfrecords=tfrecord_shards("train"),
+        validation_tfrecords=tfrecord_shards("validation"),
+        code=code("model/finetune"),
+    output:
+        pb=f"{RESULTS}/{{experiment}}/finetune/backbone.pb",
+        info=f"{RESULTS}/{{experiment}}/finetune/backbone.json",
+        head=f"{RESULTS}/{{experiment}}/finetune/head.npz",
+        history=f"{RESULTS}/{{experiment}}/finetune/history.csv",
+    params:
+        settings=lambda wildcards: finetune_settings(wildcards.experiment),
+        central_fraction=lambda wildcards: settings(wildcards.experiment)["preprocess"]["central_fraction"],
+        resize=lambda wildcards: settings(wildcards.experiment)["preprocess"]["resize"],
+    log:
+        f"{LOGS}/{{experiment}}/finetune.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/finetune.tsv"
+    threads: config["inference"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=600,
+    conda:
+        env("tensorflow")
+    shell:
+        "python -m scripts.model.finetune --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
+        " --head {input.head:q} --central-fraction {params.central_fraction} --resize {params.resize}"
+        " --train-tfrecords {input.train_tfrecords:q} --validation-tfrecords {input.validation_tfrecords:q}"
+        " --settings {params.settings:q} --output-backbone-pb {output.pb:q}"
+        " --output-backbone-json {output.info:q} --output-head {output.head:q}"
+        " --history {output.history:q} --threads {threads} > {log} 2>&1"
+
+
+rule score_finetune:
+    """Validation and test metrics of a fine-tuned model, on its own backbone's cached features."""
+    input:
+        head=f"{RESULTS}/{{experiment}}/finetune/head.npz",
+        history=f"{RESULTS}/{{experiment}}/finetune/history.csv",
+        info=f"{RESULTS}/{{experiment}}/finetune/backbone.json",
+        train=lambda wildcards: features(wildcards.experiment, "train"),
+        validation=lambda wildcards: features(wildcards.experiment, "validation"),
+        validation_views=lambda wildcards: view_features(wildcards.experiment, "validation"),
+        test=lambda wildcards: features(wildcards.experiment, "test"),
+        test_views=lambda wildcards: view_features(wildcards.experiment, "test"),
+        labels=f"{DATA}/labels.json",
+        code=code("model/retrain"),
+    output:
+        metrics=f"{RESULTS}/{{experiment}}/finetune/metrics.json",
+    params:
+        settings=lambda wildcards: head_settings(wildcards.experiment),
+    log:
+        f"{LOGS}/{{experiment}}/score_finetune.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/score_finetune.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.model.retrain score --head {input.head:q} --history {input.history:q} --mode finetune"
+        " --train {input.train:q} --validation {input.validation:q}"
+        " --validation-views {input.validation_views:q} --test {input.test:q} --test-views {input.test_views:q}"
+        " --labels {input.labels:q} --backbone-json {input.info:q} --settings {params.settings:q}"
+        " --experiment {wildcards.experiment} --output-metrics {output.metrics:q} > {log} 2>&1"
+
+
+checkpoint select:
+    """The best experiment on the validation split (never the test split): selected.json."""
+    input:
+        metrics=[final_metrics(experiment) for experiment in EXPERIMENTS],
+        code=code("model/select"),
+    output:
+        selected=f"{RESULTS}/selected.json",
+    params:
+        metric=config["selection"]["metric"],
+        experiments=[f"{experiment}={final_metrics(experiment)}" for experiment in EXPERIMENTS],
+    log:
+        f"{LOGS}/select.log",
+    benchmark:
+        f"{RUNTIME}/select.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        env("data")
+    shell:
+        "python -m scripts.model.select --metric {params.metric} --output {output.selected:q}"
+        " --experiments {params.experiments:q} > {log} 2>&1"
+
+
+rule freeze:
+    """One frozen .pb (image -> views -> backbone -> head -> softmax), checked on real test images."""
+    input:
+        pb=lambda wildcards: f"{RESULTS}/{backbone_root(wildcards.experiment)}/backbone.pb",
+        info=lambda wildcards: f"{RESULTS}/{backbone_root(wildcards.experiment)}/backbone.json",
+        head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
+        labels=f"{DATA}/labels.json",
         test_tfrecords=tfrecord_shards("test"),
-        test_bottlenecks=f"{BOTTLENECKS}/test.npz",
+        test_features=lambda wildcards: features(wildcards.experiment, "test"),
+        test_view_features=lambda wildcards: view_features(wildcards.experiment, "test"),
         code=code("model/freeze"),
     output:
         pb=f"{RESULTS}/{{experiment}}/model/frozen_model.pb",
         info=f"{RESULTS}/{{experiment}}/model/model.json",
-        labels=f"{RESULTS}/{{experiment}}/model/labels.txt",
+        labels=f"{RESULTS}/{{experiment}}/model/labels.json",
         check=f"{RESULTS}/{{experiment}}/model/freeze_check.json",
         predictions=f"{RESULTS}/{{experiment}}/model/test_predictions.npz",
     params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.pb),
+        views=lambda wildcards: test_time_views(wildcards.experiment),
+        central_fraction=lambda wildcards: settings(wildcards.experiment)["preprocess"]["central_fraction"],
+        resize=lambda wildcards: settings(wildcards.experiment)["preprocess"]["resize"],
+        check_images=lambda wildcards: settings(wildcards.experiment)["export"]["check_images"],
+        tolerance=lambda wildcards: settings(wildcards.experiment)["export"]["check_tolerance"],
     log:
         f"{LOGS}/{{experiment}}/freeze.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/freeze.tsv"
-    threads: config["bottlenecks"]["threads"]
+    threads: config["inference"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
     conda:
         env("tensorflow")
     shell:
-        "python -m scripts.freeze --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
+        "python -m scripts.model.freeze --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
         " --head {input.head:q} --labels {input.labels:q} --test-tfrecords {input.test_tfrecords:q}"
-        " --test-bottlenecks {input.test_bottlenecks:q} --out-dir {params.out_dir:q}"
-        " --threads {threads} > {log} 2>&1"
+        " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"
+        " --views {params.views} --central-fraction {params.central_fraction} --resize {params.resize}"
+        " --check-images {params.check_images} --tolerance {params.tolerance} --threads {threads}"
+        " --output-pb {output.pb:q} --output-json {output.info:q} --output-labels {output.labels:q}"
+        " --output-check {output.check:q} --output-predictions {output.predictions:q} > {log} 2>&1"

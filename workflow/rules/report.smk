@@ -28,8 +28,8 @@ rule report_data:
 rule report_training:
     """Training curves, confusion matrices and per-class metrics of one experiment."""
     input:
-        history=f"{RESULTS}/{{experiment}}/model/history.csv",
-        metrics=f"{RESULTS}/{{experiment}}/model/metrics.json",
+        history=lambda wildcards: f"{model_dir(wildcards.experiment)}/history.csv",
+        metrics=lambda wildcards: final_metrics(wildcards.experiment),
         code=code("report"),
     output:
         curves=experiment_report("training_curves.png", "training_curves.rst", "Training"),
@@ -85,14 +85,12 @@ rule report_deployment:
 rule report_experiments:
     """One table comparing every experiment."""
     input:
-        metrics=expand(f"{RESULTS}/{{experiment}}/model/metrics.json", experiment=EXPERIMENTS),
-        evaluations=[path for experiment in EXPERIMENTS for path in evaluations(experiment)],
+        metrics=[final_metrics(experiment) for experiment in EXPERIMENTS],
         code=code("report"),
     output:
         report(f"{REPORT}/experiments.csv", caption="../report/experiments.rst", category="Experiments"),
     params:
         names=EXPERIMENTS,
-        evaluations=[f"{experiment}={path}" for experiment in EXPERIMENTS for path in evaluations(experiment)],
     log:
         f"{LOGS}/report_experiments.log",
     benchmark:
@@ -105,4 +103,4 @@ rule report_experiments:
         env("openvino")
     shell:
         "python -m scripts.report experiments --names {params.names:q} --metrics {input.metrics:q}"
-        " --evaluations {params.evaluations:q} --output {output:q} > {log} 2>&1"
+        " --output {output:q} > {log} 2>&1"

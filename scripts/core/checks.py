@@ -1,0 +1,46 @@
+"""Checks that an exported model computes what the trained model computes.
+
+The reference is the trained head applied to the cached features of the test split
+(at the precision of the backbone that computed them), averaged over the test-time
+views. A check runs a sample of real test images through the exported file itself and
+fails on any probability difference beyond the tolerance.
+"""
+import itertools
+
+import numpy as np
+
+from scripts.core import formats, head as head_lib, records
+from scripts.core.errors import PipelineError
+from scripts.core.inference import run_over_examples
+
+
+def reference_probabilities(head, features_paths):
+    """(probabilities [N, classes], the plain features' dict) from cached features: plain, then each view."""
+    views = [formats.read_bottlenecks(path) for path in features_paths]
+    for path, view in zip(features_paths[1:], views[1:]):
+        if list(view["sha256"]) != list(views[0]["sha256"]):
+            raise PipelineError(f"{path}: lists other images than {features_paths[0]}")
+    return head_lib.view_probabilities(head, [view["features"] for view in views]), views[0]
+
+
+def sample_check(model, contract, test_tfrecords, reference, count, tolerance, threads, what):
+    """Run the first ``count`` test images through ``model``; fail if it differs from the reference.
+
+    ``reference``: {"probabilities": [N, classes], "sha256": [N]} of the whole test split, in order.
+    """
+    examples = list(itertools.islice(records.read_examples(test_tfrecords), count))
+    probs, _, hashes, _ = run_over_examples(model, contract, iter(examples), 16, threads)
+    result = {"images": len(hashes), "top1_disagreements": 0, "max_abs_probability_difference": 0.0,
+              "tolerance": tolerance}
+    if probs is None:
+        return result
+    if list(hashes) != list(reference["sha256"][:len(hashes)]):
+        raise PipelineError(f"{what} check: the test TFRecords and the cached test features list different images")
+    expected = reference["probabilities"][:len(hashes)]
+    result["max_abs_probability_difference"] = float(np.abs(probs - expected).max())
+    result["top1_disagreements"] = int((probs.argmax(axis=1) != expected.argmax(axis=1)).sum())
+    if result["max_abs_probability_difference"] > tolerance:
+        raise PipelineError(f"{what} check: the model differs from the trained head on {len(hashes)} test images "
+                            f"({result['top1_disagreements']} top-1 disagreements, max probability difference "
+                            f"{result['max_abs_probability_difference']:.2e} > {tolerance:g})")
+    return result
