@@ -182,7 +182,8 @@ class Network:
         bottleneck, = tf.import_graph_def(copy, input_map=input_map,
                                           return_elements=[info["bottleneck_tensor"]], name="backbone")
         self.logits = self._head(tf, bottleneck, info["bottleneck_size"], head)
-        losses = -tf.reduce_sum(tf.one_hot(self.labels, head["logits_b"].shape[0]) * tf.nn.log_softmax(self.logits), 1)
+        classes = head["logits_b"].shape[0]
+        losses = -tf.reduce_sum(tf.one_hot(self.labels, classes) * tf.nn.log_softmax(self.logits), axis=1)
         self.cross_entropy = tf.reduce_mean(losses)
         self.correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(self.logits, 1), self.labels), tf.float32))
         self.train_step = self._train_step(tf, settings)
