@@ -80,10 +80,13 @@ def validation_loss(root, backbone_pb, head):
     return finetune.cross_entropy(np.log(head_lib.probabilities(head, features)), labels)
 
 
+PREPROCESSING = {"central_fraction": 1.0, "resize": "bilinear"}
+
+
 def arguments(root, out, settings=SETTINGS):
     """finetune()'s arguments, in the CLI's order."""
     return (str(root / "backbone.pb"), str(root / "backbone.json"), str(root / "head.npz"),
-            str(root / "preprocessing.json"), [str(root / "train.tfrecord")], [str(root / "validation.tfrecord")],
+            PREPROCESSING, [str(root / "train.tfrecord")], [str(root / "validation.tfrecord")],
             settings, str(out / "backbone.pb"), str(out / "backbone.json"), str(out / "head.npz"),
             str(out / "history.csv"))
 
@@ -183,7 +186,7 @@ def test_a_hidden_layer_head_and_streamed_validation(setup, tmp_path, monkeypatc
 
 
 def test_a_regex_that_matches_nothing_is_refused_in_one_line(setup, tmp_path):
-    with pytest.raises(PipelineError, match=r"^train\.finetune\.trainable: '\^Nope/' matches no") as error:
+    with pytest.raises(PipelineError, match=r"^config key finetune\.trainable: '\^Nope/' matches no") as error:
         finetune.finetune(*arguments(setup, tmp_path, {**SETTINGS, "trainable": "^Nope/"}))
     assert "\n" not in str(error.value) and not list(tmp_path.iterdir())
 
@@ -192,7 +195,7 @@ def test_a_regex_that_matches_nothing_is_refused_in_one_line(setup, tmp_path):
     ({"optimizer": "adagrad"}, "optimizer"), ({"epochs": 0}, "epochs"), ({"steps_per_epoch": 1.5}, "steps_per_epoch"),
     ({"trainable": "("}, "trainable"), ({"augment": {"mirror": True}}, "augment"), ({"lr": 0.1}, "lr")])
 def test_bad_settings_are_named_by_their_key(change, key):
-    with pytest.raises(PipelineError, match=rf"^train\.finetune\.{key}: "):
+    with pytest.raises(PipelineError, match=rf"^config key finetune\.{key}: "):
         finetune.check_settings({**SETTINGS, **change})
 
 
@@ -207,7 +210,7 @@ def test_the_cli_runs_end_to_end(setup, tuned, tmp_path):
     out, _, _ = tuned
     command = [sys.executable, "-m", "scripts.model.finetune",
                "--backbone-pb", str(setup / "backbone.pb"), "--backbone-json", str(setup / "backbone.json"),
-               "--head", str(setup / "head.npz"), "--preprocessing", str(setup / "preprocessing.json"),
+               "--head", str(setup / "head.npz"), "--central-fraction", "1.0", "--resize", "bilinear",
                "--train-tfrecords", str(setup / "train.tfrecord"),
                "--validation-tfrecords", str(setup / "validation.tfrecord"), "--settings", json.dumps(SETTINGS),
                "--output-backbone-pb", str(tmp_path / "backbone.pb"),

@@ -23,12 +23,12 @@ as the input backbone.pb, with no head and no training op: a drop-in backbone.pb
 bottlenecks, freeze, IR and ``predict``.
 
     python -m scripts.model.finetune --backbone-pb B --backbone-json BJ --head H.npz \\
-        --preprocessing P.json --train-tfrecords T... --validation-tfrecords V... \\
+        --central-fraction 1.0 --resize bilinear --train-tfrecords T... --validation-tfrecords V... \\
         --settings '{"trainable": "^MobilenetV1/Conv2d_1[23]_", "learning_rate": 1e-4, ...}' \\
         --output-backbone-pb OB --output-backbone-json OBJ --output-head OH.npz \\
         --history HIST.csv --threads 2
 
-Settings (config ``train.finetune``; every key required):
+Settings (config ``finetune``, without ``enabled``, plus ``augment``; every key required):
     trainable                regex over the backbone's Const node names: what is trained
     learning_rate            step size of the optimizer (small: the backbone is pretrained)
     optimizer                adam, momentum (0.9) or sgd
@@ -58,11 +58,11 @@ import sys
 
 import numpy as np
 
-from scripts.core import atomic, augment, head as head_lib, inference, records, tfcompat
+from scripts.core import atomic, augment, head as head_lib, images, inference, records, tfcompat
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.progress import Progress
 
-SETTINGS_KEY = "train.finetune"
+SETTINGS_KEY = "config key finetune"
 SETTINGS = ("trainable", "learning_rate", "optimizer", "epochs", "steps_per_epoch", "batch_size",
             "early_stopping_patience", "l2", "seed", "augment")
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "validation_loss", "validation_accuracy"]
@@ -374,23 +374,21 @@ def fine_tuned_head(head, values):
     return {key: np.asarray(values.get(key, head[key]), np.float32) for key in head}
 
 
-def check_inputs(info, head, contract, preprocessing_path):
-    if contract["input_size"] != info["input_size"]:
-        raise PipelineError(f"{preprocessing_path}: input_size {contract['input_size']} differs from the "
-                            f"backbone's {info['input_size']}")
+def check_inputs(info, head):
     if head["mean"].shape[0] != info["bottleneck_size"]:
         raise PipelineError(f"head: {head['mean'].shape[0]} features, the backbone gives {info['bottleneck_size']}")
 
 
-def finetune(backbone_pb, backbone_json, head_path, preprocessing_path, train_tfrecords, validation_tfrecords,
+def finetune(backbone_pb, backbone_json, head_path, preprocessing, train_tfrecords, validation_tfrecords,
              settings, output_backbone_pb, output_backbone_json, output_head, history_path, threads=1,
              log=None):
     """Fine-tune, then write the four outputs (each atomically); returns backbone.json's ``fine_tuned``."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     settings = check_settings(settings)
     info, head = atomic.read_json(backbone_json), starting_head(head_lib.load(head_path))
-    contract = atomic.read_json(preprocessing_path)
-    check_inputs(info, head, contract, preprocessing_path)
+    contract = images.preprocessing_contract(info["input_size"], info["input_range"], preprocessing["central_fraction"],
+                                             preprocessing["resize"])
+    check_inputs(info, head)
     graph_def = inference.load_graph_def(backbone_pb)
     constants = trainable_constants(graph_def, settings["trainable"])
     classes = head["logits_b"].shape[0]
@@ -419,12 +417,13 @@ def main(argv=None):
     inputs.add_argument("--backbone-pb", required=True, help="frozen backbone.pb to fine-tune")
     inputs.add_argument("--backbone-json", required=True, help="its backbone.json (tensor names, sizes)")
     inputs.add_argument("--head", required=True, help="head.npz trained on the frozen backbone's bottlenecks")
-    inputs.add_argument("--preprocessing", required=True, help="the preprocessing contract (JSON)")
+    inputs.add_argument("--central-fraction", type=float, required=True, help="preprocessing: central crop")
+    inputs.add_argument("--resize", choices=sorted(images.RESIZE_METHODS), required=True, help="preprocessing: resize")
     inputs.add_argument("--train-tfrecords", nargs="+", required=True, help="training images")
     inputs.add_argument("--validation-tfrecords", nargs="+", required=True, help="images for early stopping")
     training = parser.add_argument_group("training")
-    training.add_argument("--settings", required=True, help=f"the `{SETTINGS_KEY}` config section as JSON")
-    training.add_argument("--threads", type=int, default=1, help="TensorFlow and image-decoding threads")
+    training.add_argument("--settings", required=True, help="the `finetune` config section (without `enabled`) plus `augment`, as JSON")
+    training.add_argument("--threads", type=int, required=True, help="TensorFlow and image-decoding threads")
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--output-backbone-pb", required=True, help="the fine-tuned backbone (drop-in .pb)")
     outputs.add_argument("--output-backbone-json", required=True, help="backbone.json + its `fine_tuned` record")
@@ -435,7 +434,8 @@ def main(argv=None):
         settings = json.loads(args.settings)
     except ValueError as error:
         raise PipelineError(f"--settings: not JSON ({error})") from None
-    result = finetune(args.backbone_pb, args.backbone_json, args.head, args.preprocessing, args.train_tfrecords,
+    preprocessing = {"central_fraction": args.central_fraction, "resize": args.resize}
+    result = finetune(args.backbone_pb, args.backbone_json, args.head, preprocessing, args.train_tfrecords,
                       args.validation_tfrecords, settings, args.output_backbone_pb, args.output_backbone_json,
                       args.output_head, args.history, args.threads)
     print(f"fine-tuned {result['variables']} constants ({result['parameters']} parameters) matching "

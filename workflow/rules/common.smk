@@ -276,7 +276,9 @@ def head_settings(experiment):
 
 def finetune_settings(experiment):
     chosen = settings(experiment)
-    return json.dumps({**chosen["finetune"], "augment": chosen["augment"]}, sort_keys=True)
+    finetune = {key: value for key, value in chosen["finetune"].items() if key != "enabled"}
+    augment = {key: chosen["augment"][key] for key in ("flip", "rotate90", "crop", "color_jitter")}
+    return json.dumps({**finetune, "augment": augment}, sort_keys=True)
 
 
 def final_metrics(experiment):
