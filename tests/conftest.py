@@ -1,11 +1,18 @@
-"""Shared test fixtures: the repository root on sys.path and the real data beside it."""
+"""Shared test helpers: the repository on sys.path, the real data beside it, real Snakemake runs.
+
+Tests marked ``slow`` run whole pipelines; ``pytest -m "not slow"`` is the fast tier.
+"""
 import os
+import re
+import subprocess
 import sys
 
 import pytest
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+OFFLINE = os.path.join(REPO, "configs", "offline.yaml")
 sys.path.insert(0, REPO)
 
 
@@ -17,24 +24,72 @@ def shared_data():
     return SHARED_DATA
 
 
-def snakemake(workdir, *args, configfiles=(), check=True, timeout=1800):
-    """Run the real Snakemake on this repository's Snakefile in ``workdir``."""
-    import subprocess
+def tool_env():
+    """The environment of a Snakemake run: this interpreter's tools first on the PATH."""
+    return dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
+def snakemake_command(workdir, *args, configfiles=(), cores=2):
     command = [sys.executable, "-m", "snakemake", "-s", os.path.join(REPO, "Snakefile"),
-               "--directory", str(workdir), "--cores", "2", *args]
+               "--directory", str(workdir), *args]
+    if cores:
+        command += ["--cores", str(cores)]
     if configfiles:  # last: --configfile takes every word after it
         command += ["--configfile", *map(str, configfiles)]
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    return command
+
+
+def snakemake(workdir, *args, configfiles=(), check=True, timeout=1800):
+    """Run the real Snakemake on this repository's Snakefile in ``workdir``."""
+    result = subprocess.run(snakemake_command(workdir, *args, configfiles=configfiles), capture_output=True,
+                            text=True, env=tool_env(), timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
 
 
+def start(workdir, *args, configfiles=(OFFLINE,), output=subprocess.DEVNULL):
+    """Snakemake in the background, in its own process group (so a test can kill it and its jobs)."""
+    return subprocess.Popen(snakemake_command(workdir, *args, configfiles=configfiles), stdout=output,
+                            stderr=output, text=True, env=tool_env(), start_new_session=True)
+
+
+def job_counts(text):
+    """{rule: count} from the first "Job stats:" table Snakemake printed ({} when nothing is to be done)."""
+    if "Nothing to be done" in text or "Job stats:" not in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE)}
+
+
+def planned_jobs(workdir, *configfiles):
+    """{rule: count} of the jobs a dry-run plans."""
+    result = snakemake(workdir, "-n", configfiles=configfiles)
+    return job_counts(result.stdout + result.stderr)
+
+
+def write_yaml(path, data):
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(data, handle)
+    return str(path)
+
+
+def layered_config(*paths):
+    """config.yaml with the given config files merged over it, as Snakemake merges them."""
+    from scripts.core.config_check import deep_merge
+    merged = {}
+    for path in (os.path.join(REPO, "config.yaml"), *paths):
+        with open(path, encoding="utf-8") as handle:
+            merged = deep_merge(merged, yaml.safe_load(handle))
+    return merged
+
+
 def test_config(name, folder):
-    """A config from tests/configs with ../shared/data made absolute, written into ``folder``."""
-    import yaml
-    with open(os.path.join(REPO, "tests", "configs", name), encoding="utf-8") as handle:
+    """A config from configs/ or tests/configs with ../shared/data made absolute, written into ``folder``."""
+    source = os.path.join(REPO, "configs", name)
+    if not os.path.exists(source):
+        source = os.path.join(REPO, "tests", "configs", name)
+    with open(source, encoding="utf-8") as handle:
         text = handle.read().replace("../shared/data", SHARED_DATA)
     path = os.path.join(str(folder), name)
     with open(path, "w", encoding="utf-8") as handle:
@@ -45,9 +100,6 @@ def test_config(name, folder):
 test_config.__test__ = False  # a helper, not a test
 
 
-OFFLINE = os.path.join(REPO, "configs", "offline.yaml")
-
-
 @pytest.fixture(scope="session")
 def offline_run(tmp_path_factory):
     """The offline default run once, end to end, shared by the tests that read its outputs."""
@@ -56,19 +108,11 @@ def offline_run(tmp_path_factory):
     return workdir
 
 
-def planned_jobs(workdir, *configfiles):
-    """{rule: count} of the jobs a dry-run plans, read from Snakemake's job table."""
-    import re
-    result = snakemake(workdir, "-n", configfiles=configfiles)
-    text = result.stdout + result.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE)}
+def selected(workdir):
+    """The experiment `select` chose in a finished run."""
+    from scripts.core import atomic
+    return atomic.read_json(os.path.join(str(workdir), "results", "selected.json"))["experiment"]
 
 
-def write_yaml(path, data):
-    import yaml
-    with open(path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(data, handle)
-    return str(path)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs whole pipelines (minutes); the fast tier is -m 'not slow'")

@@ -8,32 +8,36 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from scripts import atomic, benchmark, ir
+from scripts.core import atomic, formats
 from scripts.core.errors import PipelineError
-from scripts.core.images import preprocessing_contract
+from scripts.deploy import benchmark
 
 SECONDS = 0.5
 
 
+def ir_json(xml):
+    return os.path.join(os.path.dirname(xml), "ir.json")
+
+
 @pytest.fixture(scope="module")
 def tiny_ir(tmp_path_factory):
-    """A real IR (mean colour -> dense -> softmax over 3 labels) written by scripts/ir.save_ir."""
+    """A real IR (mean colour -> dense -> softmax over 3 labels) and its ir.json."""
     import openvino as ov
     import openvino.opset13 as ops
     image = ops.parameter([1, 16, 16, 3], np.float32, name="input")
     colour = ops.reduce_mean(image, ops.constant(np.array([1, 2], np.int64)), keep_dims=False)
     weights = ops.constant(np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32))
     model = ov.Model([ops.softmax(ops.matmul(colour, weights, False, False), 1)], [image], "tiny")
-    contract = {"preprocessing": preprocessing_contract(16, (-1.0, 1.0)), "labels": ["a", "b", "c"],
-                "untrained_backbone": True, "note": "untrained backbone"}
     folder = tmp_path_factory.mktemp("tiny") / "ir" / "FP32"
-    ir.save_ir(model, contract, "FP32", str(folder))
+    formats.write_ir(model, str(folder / "model.xml"))
+    atomic.write_json(folder / "ir.json", {"precision": "FP32", "labels": ["a", "b", "c"],
+                                           "untrained_backbone": True, "note": "untrained backbone"})
     return str(folder / "model.xml")
 
 
 def test_cpu_benchmark_measures_both_modes(tiny_ir, tmp_path):
     output = tmp_path / "CPU-FP32.json"
-    result = benchmark.benchmark(tiny_ir, "CPU", ["latency", "throughput"], SECONDS, str(output))
+    result = benchmark.benchmark(tiny_ir, ir_json(tiny_ir), "CPU", ["latency", "throughput"], SECONDS, str(output), False, None)
     assert atomic.read_json(output) == result
     assert result["skipped"] is False and result["full_device_name"]
     assert result["precision"] == "FP32" and result["note"] == "untrained backbone"
@@ -53,7 +57,7 @@ def test_cpu_benchmark_measures_both_modes(tiny_ir, tmp_path):
 def test_an_absent_device_fails_with_one_line_listing_the_devices(tiny_ir, tmp_path):
     output = tmp_path / "MYRIAD-FP32.json"
     with pytest.raises(PipelineError) as failure:
-        benchmark.benchmark(tiny_ir, "MYRIAD", ["latency"], SECONDS, str(output))
+        benchmark.benchmark(tiny_ir, ir_json(tiny_ir), "MYRIAD", ["latency"], SECONDS, str(output), False, None)
     message = str(failure.value)
     assert "\n" not in message and message.startswith("config key benchmark.devices: device MYRIAD")
     assert "which has: CPU" in message and "2022.3" in message and "skip_absent_devices" in message
@@ -69,8 +73,8 @@ def test_an_unknown_device_gets_the_generic_advice():
 
 def test_skip_absent_devices_writes_a_skipped_result(tiny_ir, tmp_path):
     output = tmp_path / "NPU-FP32.json"
-    result = benchmark.benchmark(tiny_ir, "MYRIAD", ["latency", "throughput"], SECONDS, str(output),
-                                 skip_absent=True)
+    result = benchmark.benchmark(tiny_ir, ir_json(tiny_ir), "MYRIAD", ["latency", "throughput"], SECONDS, str(output),
+                                 True, None)
     written = atomic.read_json(output)
     assert written == result and written["skipped"] is True and written["modes"] == {}
     assert "CPU" in written["reason"] and written["full_device_name"] is None
@@ -78,8 +82,8 @@ def test_skip_absent_devices_writes_a_skipped_result(tiny_ir, tmp_path):
 
 def test_gather_writes_a_row_per_device_precision_and_mode(tiny_ir, tmp_path):
     cpu, myriad = str(tmp_path / "CPU-FP32.json"), str(tmp_path / "MYRIAD-FP32.json")
-    benchmark.benchmark(tiny_ir, "CPU", ["latency", "throughput"], SECONDS, cpu)
-    benchmark.benchmark(tiny_ir, "MYRIAD", ["latency"], SECONDS, myriad, skip_absent=True)
+    benchmark.benchmark(tiny_ir, ir_json(tiny_ir), "CPU", ["latency", "throughput"], SECONDS, cpu, False, None)
+    benchmark.benchmark(tiny_ir, ir_json(tiny_ir), "MYRIAD", ["latency"], SECONDS, myriad, True, None)
     benchmark.gather([cpu, myriad], str(tmp_path / "benchmarks.csv"), str(tmp_path / "benchmarks.json"))
     with open(tmp_path / "benchmarks.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -92,7 +96,8 @@ def test_gather_writes_a_row_per_device_precision_and_mode(tiny_ir, tmp_path):
 
 
 def test_command_line_prints_one_error_line_for_an_absent_device(tiny_ir, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "scripts.benchmark", "run", "--ir-xml", tiny_ir,
+    result = subprocess.run([sys.executable, "-m", "scripts.deploy.benchmark", "run", "--ir-xml", tiny_ir,
+                             "--ir-json", ir_json(tiny_ir), "--threads", "0",
                              "--device", "MYRIAD", "--modes", "latency", "--seconds", str(SECONDS),
                              "--output", str(tmp_path / "out.json")], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1 and not os.path.exists(tmp_path / "out.json")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from scripts.core.config_check import check_config, deep_merge, experiment_settings
+from scripts.core.config_check import check_config, deep_merge, expand_experiments, experiment_settings
 from scripts.core.errors import PipelineError
 
 SCHEMA = os.path.join(REPO, "workflow", "schemas", "config.schema.yaml")
@@ -35,10 +35,10 @@ def error_for(config, **overrides):
     return message
 
 
-def test_the_default_config_is_valid_and_defaults_are_filled_in(config):
-    del config["synthetic"]
+def test_the_default_config_is_valid_and_its_defaults_are_written_once(config):
     check_config(config, SCHEMA)
-    assert config["synthetic"]["classes"] == 3
+    with open(SCHEMA, encoding="utf-8") as handle:
+        assert "default:" not in handle.read()  # config.yaml alone holds the defaults
 
 
 @pytest.mark.parametrize("overrides, key, words", [
@@ -48,6 +48,10 @@ def test_the_default_config_is_valid_and_defaults_are_filled_in(config):
     ({"train__learning_rate": -1}, "train.learning_rate", "minimum"),
     ({"tfrecords__shards": {"train": 0, "validation": 1, "test": 1}}, "tfrecords.shards.train", "minimum"),
     ({"export__precisions": ["FP64"]}, "export.precisions.0", "FP32"),
+    ({"preprocess__central_fraction": 0}, "preprocess.central_fraction", "minimum"),
+    ({"augment__test_time": "all"}, "augment.test_time", "none, flip, dihedral"),
+    ({"sweep": {"train.hidden_units": []}}, "sweep.train.hidden_units", "non-empty"),
+    ({"sweep": {"backbone.kind": [1]}}, "sweep", "backbone.kind"),
     ({"dataset__sha256": "abc"}, "dataset.sha256", "match"),
     ({"train__learning_rat": 0.1}, "train", "learning_rat"),
     ({"colour": "red"}, "(top level)", "colour"),
@@ -86,6 +90,7 @@ def test_frozen_graph_needs_its_tensors(config):
 
 def test_experiments_override_train_keys_and_are_checked(config):
     config["experiments"] = {"fast": {"train": {"learning_rate": 0.01}}, "default": {}}
+    config["sweep"] = {}
     check_config(config, SCHEMA)
     assert experiment_settings(config, "fast")["train"]["learning_rate"] == 0.01
     assert experiment_settings(config, "fast")["train"]["epochs"] == config["train"]["epochs"]
@@ -116,3 +121,33 @@ def test_snakemake_stops_before_any_job_with_one_line(tmp_path):
     assert result.returncode != 0
     assert "error: config key split.validation: 1.5 is greater than" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_the_sweep_multiplies_every_experiment_and_names_the_points(config):
+    config["experiments"] = {"default": {}}
+    config["sweep"] = {"preprocess.central_fraction": [1.0, 0.875], "train.hidden_units": [0, 256]}
+    names = list(expand_experiments(config))
+    assert names == ["crop1.0-hidden0", "crop1.0-hidden256", "crop0.875-hidden0", "crop0.875-hidden256"]
+    settings = experiment_settings(config, "crop0.875-hidden256")
+    assert settings["preprocess"]["central_fraction"] == 0.875 and settings["train"]["hidden_units"] == 256
+    config["experiments"] = {"a": {"train": {"learning_rate": 0.01}}, "b": {}}
+    names = list(expand_experiments(config))
+    assert names[0] == "a-crop1.0-hidden0" and len(names) == 8
+    assert experiment_settings(config, "a-crop0.875-hidden0")["train"]["learning_rate"] == 0.01
+
+
+def test_swept_values_are_checked_like_any_setting(config):
+    config["sweep"] = {"train.hidden_units": [0, -1]}
+    with pytest.raises(PipelineError, match=r"^config key experiments.hidden-1.train.hidden_units: -1 is less"):
+        check_config(config, SCHEMA)
+
+
+def test_fine_tuning_needs_its_trainable_scopes(config):
+    config["sweep"] = {"finetune.enabled": [False, True]}
+    with pytest.raises(PipelineError, match=r"experiments.finetuneyes.finetune.trainable: required"):
+        check_config(config, SCHEMA)
+
+
+def test_the_tensorflow_backend_computes_fp32_only(config):
+    message = error_for(config, bottlenecks__backend="tensorflow", bottlenecks__precision="INT8")
+    assert message.startswith("config key bottlenecks.precision: the tensorflow backend computes FP32 only")

@@ -16,7 +16,7 @@ def test_every_conda_pin_matches_requirements():
     with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as handle:
         required = pins(handle)
     files = sorted(glob.glob(os.path.join(REPO, "envs", "*.yaml")))
-    assert len(files) == 3
+    assert len(files) == 4
     for path in files:
         with open(path, encoding="utf-8") as handle:
             environment = yaml.safe_load(handle)
@@ -26,8 +26,13 @@ def test_every_conda_pin_matches_requirements():
 
 
 def test_every_rule_names_an_existing_environment():
+    rules = environments = 0
     for path in glob.glob(os.path.join(REPO, "workflow", "rules", "*.smk")):
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        for name in set(re.findall(r'env\("(\w+)"\)', text)):
+        names = re.findall(r'^\s*conda:\s*\n\s*env\("(\w+)"\)', text, re.MULTILINE)
+        rules += len(re.findall(r"^(?:rule|checkpoint) \w+:", text, re.MULTILINE))
+        environments += len(names)
+        for name in names:
             assert os.path.exists(os.path.join(REPO, "envs", f"{name}.yaml")), (path, name)
+    assert rules > 20 and environments == rules  # every rule has one

@@ -3,20 +3,13 @@ import glob
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import OFFLINE, REPO, snakemake
+from conftest import OFFLINE, snakemake, start
 
-
-def start(workdir, *args):
-    command = [sys.executable, "-m", "snakemake", "-s", os.path.join(REPO, "Snakefile"), "--directory",
-               str(workdir), "--cores", "2", *args, "--configfile", OFFLINE]
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+pytestmark = pytest.mark.slow
 
 
 def wait_for(process, predicate, what, seconds=600):
@@ -33,7 +26,7 @@ def temporaries(workdir):
 
 def test_a_run_killed_while_writing_tfrecords_resumes_cleanly(tmp_path):
     process = start(tmp_path, "results/data/tfrecords/test-00000-of-00001.tfrecord",
-                    "results/data/tfrecords/train-00000-of-00004.tfrecord")
+                    "results/data/tfrecords/train-00000-of-00004.tfrecord", output=subprocess.PIPE)
     logs = tmp_path / "results" / "logs" / "tfrecords"
     wait_for(process, lambda: glob.glob(str(logs / "*.log")), "a TFRecord job started")
     os.killpg(process.pid, signal.SIGKILL)
@@ -43,16 +36,16 @@ def test_a_run_killed_while_writing_tfrecords_resumes_cleanly(tmp_path):
     snakemake(tmp_path, "--unlock", configfiles=[OFFLINE])
     snakemake(tmp_path, "--rerun-incomplete", "results/data/manifest.tsv",
               "results/data/tfrecords/test-00000-of-00001.tfrecord", configfiles=[OFFLINE])
-    from scripts import atomic, tfrecords
+    from scripts.core import atomic, records
     manifest = atomic.read_table(str(tmp_path / "results" / "data" / "manifest.tsv"))
-    examples = list(tfrecords.read_examples([str(tmp_path / "results/data/tfrecords/test-00000-of-00001.tfrecord")]))
+    examples = list(records.read_examples([str(tmp_path / "results/data/tfrecords/test-00000-of-00001.tfrecord")]))
     assert sorted(example["sha256"] for example in examples) == sorted(
         row["sha256"] for row in manifest if row["split"] == "test")
     assert temporaries(tmp_path) == []
 
 
 def test_a_second_run_in_the_same_folder_is_refused_by_the_lock(tmp_path):
-    first = start(tmp_path, "results/backbone/backbone.pb")  # long enough to hold the lock
+    first = start(tmp_path, "results/backbone/backbone.pb", output=subprocess.PIPE)  # long enough to hold the lock
     wait_for(first, lambda: glob.glob(str(tmp_path / ".snakemake" / "locks" / "*")), "the lock was taken")
     # Snakemake locks the files a run reads and writes: a second run wanting them is refused.
     second = snakemake(tmp_path, "results/backbone/backbone.pb", configfiles=[OFFLINE], check=False)
@@ -80,7 +73,7 @@ def test_a_full_disk_fails_cleanly_without_outputs_that_look_complete(small_disk
     assert result.returncode != 0
     results = small_disk / "results"
     assert (results / "data" / "manifest.tsv").exists()  # the data stages fit and are complete
-    assert not (results / "backbone" / "download" / "inception_v3_untrained.tar.gz").exists()
+    assert not (results / "backbone" / "untrained" / "inception_v3_untrained.tar.gz").exists()
     with open(results / "logs" / "untrained_backbone.log") as handle:
         assert "error: no space left on the device" in handle.read()
     assert temporaries(small_disk) == []

@@ -1,79 +1,92 @@
 """Incremental rebuilds, experiments, reproducibility and resumability, with real Snakemake.
 
 Scoped reruns are asserted by listing the jobs a dry-run plans after an edit of the
-config, on top of a finished offline run (the session's `offline_run`).
+config, on top of a finished offline run (the session's `offline_run`). Jobs behind the
+`select` checkpoint are planned once it has run, so a dry-run after a head change lists
+the jobs up to the selection.
 """
 import filecmp
 import glob
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
+import pytest
 
-from conftest import OFFLINE, REPO, planned_jobs, snakemake, write_yaml
+from conftest import OFFLINE, REPO, planned_jobs, selected, snakemake, start, write_yaml
 
-DATA_RULES = {"synthetic_images", "download_dataset", "extract_dataset", "structure", "split", "tfrecord_shard"}
-BACKBONE_RULES = {"untrained_backbone", "download_backbone", "extract_backbone", "backbone", "backbone_ir"}
-BOTTLENECK_RULES = {"bottleneck_shard", "gather_bottlenecks"}
-UPSTREAM_OF_TRAINING = DATA_RULES | BACKBONE_RULES | BOTTLENECK_RULES
+pytestmark = pytest.mark.slow
+
+DATA_RULES = {"synthetic_images", "download", "extract", "structure", "split", "tfrecord_shard"}
+BACKBONE_RULES = {"untrained_backbone", "backbone", "backbone_ir"}
+FEATURE_RULES = {"bottleneck_shard", "gather_bottlenecks"}
+UPSTREAM_OF_TRAINING = DATA_RULES | BACKBONE_RULES | FEATURE_RULES
+SWEEP_SIZE = 4  # config.yaml's default sweep: 2 crops x 2 heads
 
 
 def test_changing_the_learning_rate_reruns_training_and_below_only(offline_run, tmp_path):
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "lr.yaml", {"train": {"learning_rate": 0.01}}))
-    assert jobs["retrain"] == 1 and jobs["freeze"] == 1 and jobs["ir"] == 3 and jobs["benchmark"] == 3
+    assert jobs["retrain"] == SWEEP_SIZE and jobs["select"] == 1
     assert not UPSTREAM_OF_TRAINING & set(jobs)
     assert "report_data" not in jobs
+
+
+def test_changing_the_preprocessing_reruns_the_features_never_the_data(offline_run, tmp_path):
+    jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "pre.yaml", {"preprocess": {"resize": "bicubic"}}))
+    assert jobs["bottleneck_shard"] == 2 * 6 and jobs["retrain"] == SWEEP_SIZE  # 2 crops x 6 shards
+    assert not (DATA_RULES | {"backbone", "untrained_backbone"}) & set(jobs)
 
 
 def test_changing_the_shard_count_reruns_from_the_tfrecords(offline_run, tmp_path):
     edit = {"tfrecords": {"shards": {"train": 3, "validation": 1, "test": 1}}}
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "shards.yaml", edit))
-    assert jobs["tfrecord_shard"] == 3 and jobs["bottleneck_shard"] == 3
-    assert jobs["gather_bottlenecks"] == 1  # only the train split changed
-    assert jobs["retrain"] == 1
-    assert not (BACKBONE_RULES | {"structure", "split", "synthetic_images"}) & set(jobs)
+    assert jobs["tfrecord_shard"] == 3 and jobs["bottleneck_shard"] == 2 * 3
+    assert jobs["gather_bottlenecks"] == 2  # only the train split changed, for each crop
+    assert jobs["retrain"] == SWEEP_SIZE
+    assert not ({"backbone", "untrained_backbone", "structure", "split", "synthetic_images"}) & set(jobs)
 
 
 def test_changing_the_split_fractions_reruns_from_the_split(offline_run, tmp_path):
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "split.yaml", {"split": {"test": 0.25}}))
-    assert jobs["split"] == 1 and jobs["tfrecord_shard"] == 6 and jobs["bottleneck_shard"] == 6
-    assert not (BACKBONE_RULES | {"structure", "synthetic_images"}) & set(jobs)
+    assert jobs["split"] == 1 and jobs["tfrecord_shard"] == 6 and jobs["bottleneck_shard"] == 2 * 6
+    assert not ({"backbone", "untrained_backbone", "structure", "synthetic_images"}) & set(jobs)
 
 
-def test_new_experiments_share_data_and_bottlenecks(offline_run):
+def test_new_experiments_share_data_and_features(offline_run):
     jobs = planned_jobs(offline_run, OFFLINE, os.path.join(REPO, "configs", "experiments.yaml"))
-    assert jobs["retrain"] == 2 and jobs["freeze"] == 2  # lr_small and hidden; default is done
+    assert jobs["retrain"] == 3 * SWEEP_SIZE  # new names for every experiment of the sweep
     assert not UPSTREAM_OF_TRAINING & set(jobs)
 
 
-def test_the_same_config_gives_identical_bottlenecks_and_metrics(offline_run, tmp_path):
-    snakemake(tmp_path, "results/default/model/metrics.json", configfiles=[OFFLINE])
-    assert_same_results(offline_run, tmp_path, ["results/default/model/metrics.json",
-                                                "results/default/model/head.npz",
+def test_test_time_views_add_only_their_view_features(offline_run, tmp_path):
+    jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "tta.yaml", {"augment": {"test_time": "flip"}}))
+    assert jobs["bottleneck_shard"] == 2 * 2  # view 4 of the validation and test shards, for each crop
+    assert not (DATA_RULES | BACKBONE_RULES) & set(jobs)
+
+
+def test_the_same_config_gives_identical_features_and_metrics(offline_run, tmp_path):
+    chosen = selected(offline_run)
+    metrics = f"results/{chosen}/model/metrics.json"
+    snakemake(tmp_path, metrics, configfiles=[OFFLINE])
+    assert_same_results(offline_run, tmp_path, [metrics, f"results/{chosen}/model/head.npz",
                                                 "results/data/manifest.tsv"])
+
+
+def feature_files(workdir):
+    return sorted(glob.glob(str(workdir / "results" / "backbone" / "features" / "*" / "FP32" / "plain" / "*.npz")))
 
 
 def assert_same_results(first, second, files):
     for name in files:
         assert filecmp.cmp(first / name, second / name, shallow=False), name
-    shards = sorted(glob.glob(str(first / "results" / "bottlenecks" / "*.npz")))
-    assert len(shards) == 9  # 6 shards + 3 gathered splits
+    shards = [path for path in feature_files(first) if os.path.exists(second / os.path.relpath(path, first))]
+    assert len(shards) >= 9  # 6 shards + 3 gathered splits of the selected crop
     for shard in shards:
         other = second / os.path.relpath(shard, first)
         with np.load(shard) as one, np.load(other) as two:
             assert np.array_equal(one["features"], two["features"]), shard
             assert np.array_equal(one["sha256"], two["sha256"]), shard
-
-
-def start(workdir, *targets):
-    command = [sys.executable, "-m", "snakemake", "-s", os.path.join(REPO, "Snakefile"), "--directory",
-               str(workdir), "--cores", "2", *targets, "--configfile", OFFLINE]
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
 
 
 def kill_when(process, pattern, what):
@@ -92,22 +105,24 @@ def resume(workdir, *targets):
     assert not glob.glob(str(workdir / "results" / "**" / ".*.tmp-*"), recursive=True)
 
 
-def test_a_run_killed_during_bottlenecks_and_ir_conversion_resumes_to_identical_outputs(offline_run, tmp_path):
-    metrics = "results/default/model/metrics.json"
-    bottleneck_dir = tmp_path / "results" / "bottlenecks"
-    kill_when(start(tmp_path, metrics), str(bottleneck_dir / "*-of-*.npz"), "bottlenecks")
-    finished = glob.glob(str(bottleneck_dir / "*-of-*.npz"))
-    assert 1 <= len(finished) < 6, "the kill came too late to interrupt the bottleneck stage"
+def test_a_run_killed_during_features_and_ir_export_resumes_to_identical_outputs(offline_run, tmp_path):
+    chosen = selected(offline_run)
+    metrics = f"results/{chosen}/model/metrics.json"
+    pattern = str(tmp_path / "results" / "backbone" / "features" / "*" / "FP32" / "plain" / "*-of-*.npz")
+    kill_when(start(tmp_path, metrics), pattern, "features")
+    finished = glob.glob(pattern)
+    assert 1 <= len(finished) < 6, "the kill came too late to interrupt the feature stage"
     resume(tmp_path, metrics)
-    assert_same_results(offline_run, tmp_path, [metrics, "results/default/model/head.npz"])
+    assert_same_results(offline_run, tmp_path, [metrics, f"results/{chosen}/model/head.npz"])
 
-    irs = [f"results/default/ir/{precision}/model.xml" for precision in ("FP32", "INT8")]
-    kill_when(start(tmp_path, *irs), str(tmp_path / "results" / "logs" / "default" / "ir_*.log"), "IR conversion")
+    irs = [f"results/{chosen}/ir/{precision}/model.xml" for precision in ("FP32", "INT8")]
+    kill_when(start(tmp_path, *irs), str(tmp_path / "results" / "logs" / "backbone" / "backbone_ir_*.log"),
+              "IR conversion")
     assert not all((tmp_path / path).exists() for path in irs)
     resume(tmp_path, *irs)
-    fp32 = "results/default/ir/FP32/model.bin"
+    fp32 = f"results/{chosen}/ir/FP32/model.bin"
     assert filecmp.cmp(offline_run / fp32, tmp_path / fp32, shallow=False)
-    assert (tmp_path / "results/default/ir/INT8/model.bin").stat().st_size > 0
+    assert (tmp_path / f"results/{chosen}/ir/INT8/model.bin").stat().st_size > 0
 
 
 def test_changing_a_benchmark_setting_reruns_only_benchmarks_and_the_report(offline_run, tmp_path):
@@ -121,3 +136,17 @@ def test_adding_a_device_adds_only_its_benchmark_jobs(offline_run, tmp_path):
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "device.yaml", edit))
     assert set(jobs) == {"benchmark", "gather_benchmarks", "report_deployment", "all"}
     assert jobs["benchmark"] == 3  # NPU x 3 precisions; CPU's results are kept
+
+
+@pytest.mark.parametrize("target, modules", [
+    ("model/head.npz", ["model/retrain.py", "core/head.py", "core/metrics.py", "core/records.py"]),
+    ("model/frozen_model.pb", ["model/freeze.py", "core/head.py", "core/images.py", "core/inference.py"]),
+])
+def test_code_inputs_include_the_project_modules_a_stage_imports(offline_run, target, modules):
+    """Editing a shared module reruns every stage that imports it: each is one of the job's inputs."""
+    path = f"results/{selected(offline_run)}/{target}"
+    result = snakemake(offline_run, "-n", "--forcerun", path, "--until", path, configfiles=[OFFLINE])
+    inputs = next(line for line in (result.stdout + result.stderr).splitlines() if line.strip().startswith("input:"))
+    for module in modules:
+        assert os.path.join(REPO, "scripts", module) in inputs, module
+    assert os.path.join(REPO, "scripts", "deploy", "ir.py") not in inputs

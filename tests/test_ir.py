@@ -1,73 +1,78 @@
-"""IR export and evaluation on real TensorFlow and real OpenVINO.
+"""Backbone IRs, deployed IRs (backbone IR + head) and their evaluation, on real TensorFlow and OpenVINO.
 
-A small real model: the pretrained MobileNet V1 0.25 graph from ../shared/data/weights
-with a random softmax head, frozen by scripts/freeze.py, on a few synthetic images.
+A small real model: the pretrained MobileNet V1 0.25 backbone (tests/mobilenet.py) with a
+head trained on a few synthetic images.
 """
 import os
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
 
+import mobilenet
 from conftest import REPO
-from scripts import atomic, backbone, bottlenecks, evaluate_ir, freeze, head as head_lib, ir, synthetic, tfrecords
+from scripts.core import atomic, formats, head as head_lib, images, records
 from scripts.core.errors import PipelineError
-from scripts.core.images import preprocess_image
-from test_model import MOBILENET, MOBILENET_MEMBER, manifest_rows
+from scripts.deploy import evaluate_ir, ir
+from scripts.model import backbone_ir, bottlenecks, freeze
+from test_model import TRAIN_SETTINGS
 
-LABELS = list(synthetic.SHAPES[:3])
-TEST_IMAGES = 18
+CALIBRATION = 8
+TEST_IMAGES = 15
 EVALUATION_KEYS = {"schema_version", "precision", "metrics", "tensorflow_accuracy", "accuracy_drop_points",
-                   "agreement", "untrained_backbone", "note"}
+                   "agreement", "check", "untrained_backbone", "note"}
 
 
-def write_images_shard(folder, output, images_per_class, seed):
-    """Synthetic images of the three classes in one TFRecord shard."""
-    synthetic.generate(folder, len(LABELS), images_per_class, 64, seed)
-    tfrecords.write_shard(manifest_rows(folder, LABELS), output)
-    return output
-
-
-def random_head(features, seed=0):
-    """A softmax head with random weights over standardised bottlenecks: confident, untrained."""
-    rng = np.random.default_rng(seed)
-    # (+0.1: features that barely vary are not blown up into noise, as training would not.)
-    return {"mean": features.mean(axis=0), "scale": 1.0 / (features.std(axis=0) + 0.1),
-            "logits_w": rng.normal(0, 0.2, (features.shape[1], len(LABELS))).astype(np.float32),
-            "logits_b": np.zeros(len(LABELS), np.float32)}
-
-
-def mobilenet_frozen_model(root):
-    """frozen_model.pb + model.json (as the freeze stage writes them), train and test shards."""
-    with tarfile.open(MOBILENET) as archive:
-        archive.extractall(root / "mobilenet", filter="data")
-    backbone_pb, backbone_json = str(root / "backbone.pb"), str(root / "backbone.json")
-    backbone.prepare("frozen_graph", str(root / "mobilenet"), backbone_pb, backbone_json, 224, (-1.0, 1.0),
-                     False, MOBILENET_MEMBER, "input", "MobilenetV1/Logits/AvgPool_1a/AvgPool")
-    train = [write_images_shard(str(root / f"train{shard}"), str(root / f"train-{shard}.tfrecord"), 2, shard)
-             for shard in range(2)]
-    test = [write_images_shard(str(root / "test"), str(root / "test.tfrecord"), TEST_IMAGES // 3, 7)]
-    bottlenecks.compute_shard(backbone_pb, backbone_json, test[0], str(root / "test.npz"), 16, 2)
-    head_lib.save(str(root / "head.npz"), random_head(bottlenecks.load_bottlenecks(root / "test.npz")["features"]))
-    (root / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    freeze.freeze(backbone_pb, backbone_json, str(root / "head.npz"), str(root / "labels.txt"), test,
-                  str(root / "test.npz"), str(root / "model"), threads=2)
-    return str(root / "model" / "frozen_model.pb"), train, test
+def features(setup, model, split, kind, folder):
+    engine = os.path.basename(os.path.dirname(model))  # the precision's folder
+    path = str(folder / f"{engine}-{kind}-{split}.npz")
+    if not os.path.exists(path):
+        bottlenecks.compute_shard(model, setup["json"], setup[split], path, kind, 1.0, "bilinear", 8, 2)
+    return path
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The frozen model, its TensorFlow test predictions and its IR at each precision."""
+    """Backbone IRs, a head, the frozen model with two test-time views, and the deployed IRs."""
     root = tmp_path_factory.mktemp("ir")
-    model_pb, train, test = mobilenet_frozen_model(root)
-    reference = str(root / "model" / "test_predictions.npz")
-    evaluate_ir.tensorflow_predictions(model_pb, test, reference, threads=2)
-    irs = {precision: ir.export_ir(model_pb, precision, str(root / "ir" / precision), train, 8, threads=2)
-           for precision in ir.PRECISIONS}
-    return {"root": root, "model_pb": model_pb, "train": train, "test": test, "reference": reference,
-            "xml": {precision: str(root / "ir" / precision / "model.xml") for precision in irs}}
+    setup = mobilenet.build(root)
+    contract = images.preprocessing_contract(224, (-1.0, 1.0), 1.0, "bilinear")
+    backbones = {}
+    for precision in ir.PRECISIONS:
+        backbones[precision] = str(root / "backbone" / precision / "backbone.xml")
+        backbone_ir.convert(setup["pb"], setup["json"], precision, backbones[precision], [setup["train"]],
+                            CALIBRATION, contract, 2)
+    split_features = {split: features(setup, backbones["FP32"], split, "plain", root)
+                      for split in ("train", "validation", "test")}
+    from scripts.model import retrain
+    outputs = {name: str(root / "model" / name) for name in ("head.npz", "history.csv", "tb", "metrics.json")}
+    retrain.run({**split_features, "augmented": [], "validation_views": [], "test_views": []}, setup["labels"],
+                setup["json"], {"train": TRAIN_SETTINGS}, dict(zip(("head", "history", "tensorboard", "metrics"),
+                                                                   outputs.values())), "x")
+    head = outputs["head.npz"]
+    model = {name: str(root / "model" / file) for name, file in (
+        ("pb", "frozen_model.pb"), ("json", "model.json"), ("labels", "labels.json"),
+        ("check", "freeze_check.json"), ("predictions", "test_predictions.npz"))}
+    views = [0, 4]
+    freeze.freeze({"backbone_pb": setup["pb"], "backbone_json": setup["json"], "head": head,
+                   "labels": setup["labels"], "test_tfrecords": [setup["test"]],
+                   "test_features": split_features["test"],
+                   "test_view_features": [features(setup, backbones["FP32"], "test", "view4", root)]},
+                  model, {"views": views, "central_fraction": 1.0, "resize": "bilinear", "check_images": 8,
+                          "tolerance": 1e-3}, 2)
+    deployed = {}
+    for precision in ir.PRECISIONS:
+        test = [features(setup, backbones[precision], "test", kind, root) for kind in ("plain", "view4")]
+        out = root / "deployed" / precision
+        description = ir.export(
+            {"backbone_xml": backbones[precision], "head": head, "model_json": model["json"],
+             "test_tfrecords": [setup["test"]], "test_features": test[0], "test_view_features": test[1:]},
+            {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, precision, 8, 1e-3, 2)
+        deployed[precision] = {"xml": str(out / "model.xml"), "json": str(out / "ir.json"), "test": test,
+                               "description": description}
+    return {"root": root, "setup": setup, "backbones": backbones, "head": head, "model": model,
+            "deployed": deployed}
 
 
 def constant_types(xml):
@@ -78,39 +83,99 @@ def constant_types(xml):
             if op.get_type_name() == "Constant" and op.get_output_size()}
 
 
+def test_each_backbone_precision_stores_its_weights_in_its_type(exported):
+    xmls = exported["backbones"]
+    sizes = {precision: os.path.getsize(xml[:-len(".xml")] + ".bin") for precision, xml in xmls.items()}
+    assert "f16" not in constant_types(xmls["FP32"]) and "f16" in constant_types(xmls["FP16"])
+    assert "i8" in constant_types(xmls["INT8"])
+    assert sizes["FP16"] < 0.6 * sizes["FP32"] and sizes["INT8"] < 0.4 * sizes["FP32"]
+
+
+def test_int8_calibration_takes_the_first_images_in_shard_order_and_is_reproducible(exported, tmp_path):
+    setup = exported["setup"]
+    contract = images.preprocessing_contract(224, (-1.0, 1.0), 1.0, "bilinear")
+    calibration = backbone_ir.calibration_images([setup["train"]], contract, CALIBRATION, 2)
+    first = list(records.read_examples([setup["train"]]))[:CALIBRATION]
+    assert len(calibration) == CALIBRATION and calibration[0].shape == (1, 224, 224, 3)
+    np.testing.assert_array_equal(calibration[7][0], images.preprocess_image(first[7]["encoded"], contract))
+    again = str(tmp_path / "again.xml")
+    backbone_ir.convert(setup["pb"], setup["json"], "INT8", again, [setup["train"]], CALIBRATION, contract, 2)
+    with open(again[:-4] + ".bin", "rb") as one, open(exported["backbones"]["INT8"][:-4] + ".bin", "rb") as two:
+        assert one.read() == two.read()
+
+
+@pytest.mark.parametrize("precision", ir.PRECISIONS)
+def test_the_deployed_ir_is_checked_on_real_test_images_against_the_head(exported, precision):
+    check = exported["deployed"][precision]["description"]["check"]
+    assert check["images"] == 8 and check["top1_disagreements"] == 0
+    assert check["max_abs_probability_difference"] <= 1e-3
+
+
+def test_the_deployed_ir_runs_the_views_and_matches_cached_features_on_every_test_image(exported):
+    from scripts.core.inference import IrModel, run_over_tfrecords
+    deployed = exported["deployed"]["INT8"]
+    contract = atomic.read_json(exported["model"]["json"])["preprocessing"]
+    probs, _, _, _ = run_over_tfrecords(IrModel(deployed["xml"], 2), contract, [exported["setup"]["test"]], 8, 2)
+    head = head_lib.load(exported["head"])
+    cached = [formats.read_bottlenecks(path)["features"] for path in deployed["test"]]
+    np.testing.assert_allclose(probs, head_lib.view_probabilities(head, cached), atol=1e-4)
+
+
+def test_ir_description_and_rt_info_carry_the_contract(exported):
+    import openvino as ov
+    contract = atomic.read_json(exported["model"]["json"])
+    for precision, deployed in exported["deployed"].items():
+        description = atomic.read_json(deployed["json"])
+        assert description["precision"] == precision
+        assert description["input"] == {"name": "input", "shape": [1, 224, 224, 3], "layout": "NHWC",
+                                        "dtype": "float32", "range": [-1.0, 1.0]}
+        assert description["output"]["shape"] == [1, 3]
+        assert description["preprocessing"] == contract["preprocessing"]
+        assert description["test_time_views"] == [0, 4]
+        assert description["labels"] == mobilenet.LABELS and description["openvino_version"] == ov.get_version()
+        model = ov.Core().read_model(deployed["xml"])
+        assert model.get_rt_info([ir.RT_INFO_SECTION, "labels"]).astype(str) == '["circle", "square", "triangle"]'
+        folder = os.path.dirname(deployed["xml"])
+        assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no temporaries
+
+
+def test_a_deployed_ir_that_fails_its_check_is_not_left_behind(exported, tmp_path):
+    deployed = exported["deployed"]["FP32"]
+    cached = formats.read_bottlenecks(deployed["test"][0])
+    formats.write_bottlenecks(tmp_path / "wrong.npz", cached["features"] * 2, cached["labels"], cached["sha256"],
+                              cached["filenames"])
+    out = tmp_path / "FP32"
+    with pytest.raises(PipelineError, match="FP32 IR check: the model differs from the trained head"):
+        ir.export({"backbone_xml": exported["backbones"]["FP32"], "head": exported["head"],
+                   "model_json": exported["model"]["json"], "test_tfrecords": [exported["setup"]["test"]],
+                   "test_features": str(tmp_path / "wrong.npz"), "test_view_features": deployed["test"][1:]},
+                  {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, "FP32", 8, 1e-3, 2)
+    assert not (out / "model.xml").exists() and not (out / "ir.json").exists()
+
+
 def evaluate(exported, precision, tmp_path, reference=None, **thresholds):
+    deployed = exported["deployed"][precision]
     output = tmp_path / f"{precision}.json"
-    return evaluate_ir.evaluate_ir(exported["xml"][precision], reference or exported["reference"],
-                                   exported["test"], str(output), threads=2, **thresholds), output
+    evaluation = evaluate_ir.evaluate(deployed["json"], exported["head"], deployed["test"],
+                                      reference or exported["model"]["predictions"], str(output),
+                                      thresholds.get("min_fp_agreement"), thresholds.get("max_int8_drop"))
+    return evaluation, output
 
 
 def tampered_reference(exported, tmp_path, change):
-    """A copy of the TensorFlow predictions with ``change`` applied to its arrays."""
-    data = evaluate_ir.load_predictions(exported["reference"])
+    """A copy of the trained model's test predictions with ``change`` applied to its arrays."""
+    data = formats.read_predictions(exported["model"]["predictions"])
     change(data)
     path = str(tmp_path / "tampered.npz")
-    with open(path, "wb") as handle:
-        np.savez(handle, **data)
+    formats.write_npz(path, **data)
     return path
 
 
-def test_tensorflow_predictions_cover_the_test_split(exported):
-    data = evaluate_ir.load_predictions(exported["reference"])
-    examples = list(tfrecords.read_examples(exported["test"]))
-    assert data["probabilities"].shape == (TEST_IMAGES, 3)
-    np.testing.assert_allclose(data["probabilities"].sum(axis=1), 1.0, atol=1e-5)
-    assert list(data["sha256"]) == [example["sha256"] for example in examples]
-    assert list(data["labels"]) == [example["label"] for example in examples]
-    assert float(data["accuracy"]) == pytest.approx(float((data["probabilities"].argmax(1) == data["labels"]).mean()))
-
-
-# FP16 weights move the small MobileNet's probabilities by a few points; top-1 must hold.
-@pytest.mark.parametrize("precision, max_difference", [("FP32", 1e-4), ("FP16", 0.1)])
-def test_fp_irs_agree_with_tensorflow(exported, tmp_path, precision, max_difference):
+@pytest.mark.parametrize("precision", ["FP32", "FP16"])
+def test_fp_irs_agree_with_the_trained_model(exported, tmp_path, precision):
     evaluation, output = evaluate(exported, precision, tmp_path, min_fp_agreement=0.995)
     assert evaluation["agreement"]["images"] == TEST_IMAGES
     assert evaluation["agreement"]["top1_agreement"] >= 0.995
-    assert evaluation["agreement"]["max_abs_probability_difference"] < max_difference
     assert evaluation["accuracy_drop_points"] == pytest.approx(0.0, abs=1e-9)
     assert atomic.read_json(output) == evaluation
 
@@ -118,55 +183,16 @@ def test_fp_irs_agree_with_tensorflow(exported, tmp_path, precision, max_differe
 def test_evaluation_json_has_the_documented_keys(exported, tmp_path):
     evaluation, _ = evaluate(exported, "INT8", tmp_path)
     assert set(evaluation) == EVALUATION_KEYS
-    assert evaluation["schema_version"] == 1 and evaluation["precision"] == "INT8"
+    assert evaluation["schema_version"] == 2 and evaluation["precision"] == "INT8"
     assert set(evaluation["agreement"]) == {"top1_agreement", "max_abs_probability_difference", "images"}
-    assert evaluation["metrics"]["n"] == TEST_IMAGES and evaluation["metrics"]["labels"] == LABELS
+    assert evaluation["metrics"]["n"] == TEST_IMAGES and evaluation["metrics"]["labels"] == mobilenet.LABELS
     assert evaluation["accuracy_drop_points"] == pytest.approx(
         100 * (evaluation["tensorflow_accuracy"] - evaluation["metrics"]["accuracy"]))
     assert evaluation["untrained_backbone"] is False and evaluation["note"] == ""
 
 
-def test_ir_description_and_rt_info_carry_the_contract(exported):
-    import openvino as ov
-    contract = atomic.read_json(os.path.join(os.path.dirname(exported["model_pb"]), "model.json"))
-    for precision, xml in exported["xml"].items():
-        description = atomic.read_json(os.path.join(os.path.dirname(xml), "model.json"))
-        assert description["precision"] == precision
-        assert description["input"] == {"name": "input:0", "shape": [1, 224, 224, 3], "layout": "NHWC",
-                                        "dtype": "float32", "range": [-1.0, 1.0]}
-        assert description["preprocessing"] == contract["preprocessing"]
-        assert description["labels"] == LABELS and description["openvino_version"] == ov.get_version()
-        model = ov.Core().read_model(xml)
-        assert model.get_rt_info([ir.RT_INFO_SECTION, "labels"]).astype(str) == '["circle", "square", "triangle"]'
-        assert not [name for name in os.listdir(os.path.dirname(xml)) if name.startswith(".")]  # no temporaries
-    assert atomic.read_json(os.path.join(os.path.dirname(exported["xml"]["INT8"]), "model.json"))[
-        "int8_calibration_images"] == 8
-
-
-def test_each_precision_stores_its_weights_in_its_type(exported):
-    sizes = {precision: os.path.getsize(xml[:-len(".xml")] + ".bin") for precision, xml in exported["xml"].items()}
-    assert "f16" not in constant_types(exported["xml"]["FP32"])
-    assert "f16" in constant_types(exported["xml"]["FP16"])
-    assert "i8" in constant_types(exported["xml"]["INT8"])
-    assert sizes["FP16"] < 0.6 * sizes["FP32"] and sizes["INT8"] < 0.4 * sizes["FP32"]
-
-
-def test_int8_calibration_takes_the_first_images_in_shard_order(exported, tmp_path):
-    contract = ir.model_contract(exported["model_pb"])
-    images = ir.calibration_images(exported["train"], contract, 8)
-    first = list(tfrecords.read_examples(exported["train"]))[:8]
-    assert len(images) == 8 and images[0].shape == (1, 224, 224, 3)
-    expected = preprocess_image(first[7]["encoded"], 224, (-1.0, 1.0))
-    np.testing.assert_array_equal(images[7][0], expected)
-    # The same inputs give the same INT8 IR.
-    ir.export_ir(exported["model_pb"], "INT8", str(tmp_path / "again"), exported["train"], 8)
-    with open(tmp_path / "again" / "model.bin", "rb") as again, \
-            open(exported["xml"]["INT8"][:-len(".xml")] + ".bin", "rb") as first_run:
-        assert again.read() == first_run.read()
-
-
 def test_fp_disagreement_fails_with_one_line_naming_the_precision_and_both_numbers(exported, tmp_path):
-    def swap_classes(data):  # TensorFlow now "predicts" another class for every image
+    def swap_classes(data):  # the trained model now "predicts" another class for every image
         data["probabilities"] = np.roll(data["probabilities"], 1, axis=1)
 
     reference = tampered_reference(exported, tmp_path, swap_classes)
@@ -179,15 +205,15 @@ def test_fp_disagreement_fails_with_one_line_naming_the_precision_and_both_numbe
 
 
 def test_int8_accuracy_drop_fails_only_above_the_set_threshold(exported, tmp_path):
-    def perfect_tensorflow(data):
+    def perfect_model(data):
         data["probabilities"] = np.eye(3, dtype=np.float32)[data["labels"]]
         data["accuracy"] = np.float64(1.0)
 
-    reference = tampered_reference(exported, tmp_path, perfect_tensorflow)
+    reference = tampered_reference(exported, tmp_path, perfect_model)
     reported, _ = evaluate(exported, "INT8", tmp_path, reference)  # no threshold: reported only
-    assert reported["accuracy_drop_points"] > 5
+    assert reported["accuracy_drop_points"] > 0
     with pytest.raises(PipelineError) as failure:
-        evaluate(exported, "INT8", tmp_path, reference, max_int8_drop=5.0)
+        evaluate(exported, "INT8", tmp_path, reference, max_int8_drop=reported["accuracy_drop_points"] / 2)
     assert "\n" not in str(failure.value)
     assert str(failure.value).startswith("config key export.max_int8_accuracy_drop: the INT8 IR")
     assert f"{reported['accuracy_drop_points']:.2f} points" in str(failure.value)
@@ -198,15 +224,23 @@ def test_int8_accuracy_drop_fails_only_above_the_set_threshold(exported, tmp_pat
 def test_command_line_prints_one_error_line(exported, tmp_path):
     reference = tampered_reference(exported, tmp_path, lambda data: data.update(
         probabilities=np.roll(data["probabilities"], 1, axis=1)))
-    result = subprocess.run([sys.executable, "-m", "scripts.evaluate_ir", "ir", "--ir-xml", exported["xml"]["FP32"],
-                             "--tensorflow", reference, "--test-tfrecords", *exported["test"],
+    deployed = exported["deployed"]["FP32"]
+    result = subprocess.run([sys.executable, "-m", "scripts.deploy.evaluate_ir", "--ir-json", deployed["json"],
+                             "--head", exported["head"], "--test-features", deployed["test"][0],
+                             "--test-view-features", *deployed["test"][1:], "--reference", reference,
                              "--output", str(tmp_path / "e.json"), "--min-fp-agreement", "0.995"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: config key export.min_fp_agreement: the FP32 IR")
 
 
-def test_a_frozen_model_without_its_contract_is_named(tmp_path):
-    (tmp_path / "frozen_model.pb").write_bytes(b"")
-    with pytest.raises(PipelineError, match=r"model.json: missing"):
-        ir.export_ir(str(tmp_path / "frozen_model.pb"), "FP32", str(tmp_path / "ir"))
+def test_openvino_views_match_numpy_views():
+    import openvino as ov
+    from scripts.core import augment
+    ops = ir.ov_ops()
+    pixels = np.random.default_rng(0).normal(size=(1, 5, 5, 3)).astype(np.float32)
+    for view in range(8):
+        holder = ops.parameter([1, 5, 5, 3], np.float32)
+        model = ov.Model([ops.result(ir.dihedral_view(ops, holder.output(0), view))], [holder])
+        result = ov.Core().compile_model(model, "CPU")(pixels)[0]
+        np.testing.assert_array_equal(result, augment.dihedral_view(pixels, view))

@@ -1,103 +1,143 @@
-"""Model stages on real TensorFlow: backbones, bottlenecks, retraining, freezing, predicting.
+"""Model stages on real TensorFlow and OpenVINO: backbones, features, heads, selection, freezing.
 
 Uses the real ImageNet-pretrained MobileNet V1 frozen graph from ../shared/data/weights
-and a small synthetic image set; the untrained Inception V3 has its own test.
+and a small synthetic image set (tests/mobilenet.py); the untrained Inception V3 has its
+own test.
 """
-import csv
-import hashlib
 import os
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA
-from scripts import backbone, bottlenecks, freeze, head as head_lib, retrain, synthetic, tfrecords
+import mobilenet
+from scripts.core import atomic, augment, formats, head as head_lib, images, records
 from scripts.core.errors import PipelineError
+from scripts.core.inference import GraphModel, load_graph_def
 from scripts.core.metrics import classification_metrics
+from scripts.model import backbone, backbone_ir, bottlenecks, freeze, retrain, select
 
-MOBILENET = os.path.join(SHARED_DATA, "weights", "mobilenet_v1_0.25_224_frozen.tgz")
-MOBILENET_MEMBER = "mobilenet_v1_0.25_224/frozen_graph.pb"
 TRAIN_SETTINGS = {"hidden_units": 0, "dropout": 0.0, "optimizer": "adam", "learning_rate": 0.01,
                   "epochs": 60, "batch_size": 16, "l2": 0.0001, "class_weighting": "none",
                   "early_stopping_patience": 20, "seed": 0}
+AUGMENT = {"copies": 2, "flip": True, "rotate90": True, "crop": 0.8, "color_jitter": 0.2, "seed": 0}
 
 
-def manifest_rows(image_dir, labels):
-    rows = []
-    for index, label in enumerate(labels):
-        for name in sorted(os.listdir(os.path.join(image_dir, label))):
-            path = os.path.join(image_dir, label, name)
-            with open(path, "rb") as handle:
-                sha = hashlib.sha256(handle.read()).hexdigest()
-            rows.append({"path": path, "label": label, "label_index": index, "sha256": sha,
-                         "height": 64, "width": 64})
-    return rows
+def features_of(setup, split, kind="plain", model=None, augment_settings=None, central_fraction=1.0):
+    """Compute (once per test module) and return the path of a split's features."""
+    model = model or setup["pb"]
+    engine = "ir" if model.endswith(".xml") else "tf"
+    path = os.path.join(os.path.dirname(setup["pb"]), "features", f"{engine}-{kind}-{central_fraction}-{split}.npz")
+    if not os.path.exists(path):
+        bottlenecks.compute_shard(model, setup["json"], setup[split], path, kind, central_fraction, "bilinear", 8, 2,
+                                  augment_settings)
+    return path
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """MobileNet backbone.pb + TFRecords and bottlenecks of 3 synthetic classes per split."""
-    root = tmp_path_factory.mktemp("model")
-    with tarfile.open(MOBILENET) as archive:
-        archive.extractall(root / "mobilenet", filter="data")
-    backbone.prepare("frozen_graph", str(root / "mobilenet"), str(root / "backbone.pb"),
-                     str(root / "backbone.json"), 224, (-1.0, 1.0), False, MOBILENET_MEMBER,
-                     "input", "MobilenetV1/Logits/AvgPool_1a/AvgPool")
-    labels = list(synthetic.SHAPES[:3])
-    paths = {}
-    for split, (count, seed) in {"train": (12, 0), "validation": (4, 1), "test": (5, 2)}.items():
-        synthetic.generate(str(root / split), 3, count, 64, seed)
-        paths[split] = str(root / f"{split}.tfrecord")
-        tfrecords.write_shard(manifest_rows(str(root / split), labels), paths[split])
-        bottlenecks.compute_shard(str(root / "backbone.pb"), str(root / "backbone.json"), paths[split],
-                                  str(root / "bottlenecks" / f"{split}.npz"), batch_size=8, threads=2)
-    (root / "labels.txt").write_text("\n".join(labels) + "\n")
-    return root
+    return mobilenet.build(tmp_path_factory.mktemp("model"))
 
 
 def test_frozen_graph_backbone_is_cut_at_the_bottleneck_with_a_free_batch(setup):
-    info = bottlenecks.atomic.read_json(setup / "backbone.json")
-    assert info["bottleneck_size"] == 256 and info["untrained"] is False
-    run = bottlenecks.TensorFlowBackbone(str(setup / "backbone.pb"), info, 1)
-    assert run(np.zeros((3, 224, 224, 3), np.float32)).shape == (3, 256)
-    nodes = {node.name for node in backbone.load_graph_def(str(setup / "backbone.pb")).node}
+    info = atomic.read_json(setup["json"])
+    assert info["bottleneck_size"] == 256 and info["untrained"] is False and info["note"] == ""
+    model = GraphModel(setup["pb"], info["input_tensor"], info["bottleneck_tensor"])
+    assert model(np.zeros((3, 224, 224, 3), np.float32)).reshape(3, -1).shape == (3, 256)
+    nodes = {node.name for node in load_graph_def(setup["pb"]).node}
     assert "MobilenetV1/Predictions/Reshape_1" not in nodes  # the ImageNet head is cut off
 
 
-def test_a_missing_tensor_is_named(setup):
-    with pytest.raises(PipelineError, match=r"backbone.bottleneck_tensor: the graph has no node 'nope'"):
-        backbone.prepare("frozen_graph", str(setup / "mobilenet"), str(setup / "x.pb"), str(setup / "x.json"),
-                         224, (-1.0, 1.0), False, MOBILENET_MEMBER, "input", "nope")
-    assert not (setup / "x.pb").exists()
+def test_extra_end_points_are_pooled_and_appended(tmp_path):
+    folder = mobilenet.unpack_mobilenet(tmp_path / "mobilenet")
+    extra = "MobilenetV1/MobilenetV1/Conv2d_11_pointwise/Relu6"  # [N, 14, 14, 128]
+    width = backbone.prepare("frozen_graph", folder, str(tmp_path / "b.pb"), str(tmp_path / "b.json"), 224,
+                             (-1.0, 1.0), False, mobilenet.MOBILENET_MEMBER, "input",
+                             mobilenet.MOBILENET_BOTTLENECK, [extra])
+    assert width == 256 + 128
+    info = atomic.read_json(tmp_path / "b.json")
+    assert info["bottleneck_tensor"] == "features:0" and info["extra_endpoints"] == [extra]
+    pixels = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    combined = GraphModel(str(tmp_path / "b.pb"), "input:0", "features:0")(pixels)
+    graph = load_graph_def(os.path.join(folder, mobilenet.MOBILENET_MEMBER))
+    original = GraphModel(graph, "input:0", extra + ":0")  # its batch is fixed at one image
+    layer = np.concatenate([original(pixels[index:index + 1]) for index in range(2)])
+    np.testing.assert_allclose(combined[:, 256:], layer.mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
 
 
-def test_bottlenecks_cover_every_image_in_order_and_are_reproducible(setup, tmp_path):
-    data = bottlenecks.load_bottlenecks(setup / "bottlenecks" / "train.npz")
-    examples = list(tfrecords.read_examples([str(setup / "train.tfrecord")]))
+def test_a_missing_tensor_is_named(setup, tmp_path):
+    with pytest.raises(PipelineError, match=r"backbone.extra_endpoints: the graph has no node 'nope'"):
+        backbone.prepare("frozen_graph", os.path.join(os.path.dirname(setup["pb"]), "mobilenet"),
+                         str(tmp_path / "x.pb"), str(tmp_path / "x.json"), 224, (-1.0, 1.0), False,
+                         mobilenet.MOBILENET_MEMBER, "input", mobilenet.MOBILENET_BOTTLENECK, ["nope"])
+    assert not (tmp_path / "x.pb").exists()
+
+
+def test_features_cover_every_image_in_order_and_are_reproducible(setup, tmp_path):
+    data = formats.read_bottlenecks(features_of(setup, "train"))
+    examples = list(records.read_examples([setup["train"]]))
     assert data["features"].shape == (36, 256)
     assert list(data["sha256"]) == [example["sha256"] for example in examples]
     again = tmp_path / "again.npz"
-    bottlenecks.compute_shard(str(setup / "backbone.pb"), str(setup / "backbone.json"),
-                              str(setup / "train.tfrecord"), str(again), batch_size=8, threads=2)
-    assert np.array_equal(bottlenecks.load_bottlenecks(again)["features"], data["features"])
-    # A different batch size regroups the work but must not change the features beyond float noise.
-    other = tmp_path / "other.npz"
-    bottlenecks.compute_shard(str(setup / "backbone.pb"), str(setup / "backbone.json"),
-                              str(setup / "train.tfrecord"), str(other), batch_size=5, threads=1)
-    np.testing.assert_allclose(bottlenecks.load_bottlenecks(other)["features"], data["features"],
-                               rtol=1e-4, atol=1e-4)
+    bottlenecks.compute_shard(setup["pb"], setup["json"], setup["train"], str(again), "plain", 1.0, "bilinear", 8, 2)
+    assert np.array_equal(formats.read_bottlenecks(again)["features"], data["features"])
 
 
-def test_gather_concatenates_shards_in_the_given_order(setup, tmp_path):
-    parts = [setup / "bottlenecks" / f"{split}.npz" for split in ("validation", "test")]
-    bottlenecks.gather([str(part) for part in parts], str(tmp_path / "all.npz"))
-    merged = bottlenecks.load_bottlenecks(tmp_path / "all.npz")
-    first = bottlenecks.load_bottlenecks(parts[0])
-    assert len(merged["labels"]) == 12 + 15
-    assert np.array_equal(merged["features"][:12], first["features"])
+def test_the_central_crop_is_part_of_the_features(setup):
+    whole = formats.read_bottlenecks(features_of(setup, "test"))["features"]
+    cropped = formats.read_bottlenecks(features_of(setup, "test", central_fraction=0.5))["features"]
+    assert whole.shape == cropped.shape and not np.allclose(whole, cropped, atol=1e-3)
+
+
+def test_view_features_are_the_features_of_the_rotated_images(setup):
+    view = formats.read_bottlenecks(features_of(setup, "test", kind="view1"))
+    info = atomic.read_json(setup["json"])
+    contract = images.preprocessing_contract(224, (-1.0, 1.0), 1.0, "bilinear")
+    example = next(records.read_examples([setup["test"]]))
+    pixels = np.rot90(images.preprocess_image(example["encoded"], contract), 1, axes=(0, 1))[None]
+    expected = GraphModel(setup["pb"], info["input_tensor"], info["bottleneck_tensor"])(np.ascontiguousarray(pixels))
+    np.testing.assert_allclose(view["features"][0], expected.reshape(-1), atol=1e-4)
+
+
+def test_augmented_copies_are_seeded_per_image_and_copy(setup, tmp_path):
+    first = formats.read_bottlenecks(features_of(setup, "train", kind="aug-test", augment_settings=AUGMENT))
+    assert first["features"].shape == (72, 256)  # 2 copies of 36 images
+    assert list(first["sha256"][::2]) == list(formats.read_bottlenecks(features_of(setup, "train"))["sha256"])
+    assert not np.allclose(first["features"][0], first["features"][1])  # two different copies
+    again = tmp_path / "again.npz"
+    bottlenecks.compute_shard(setup["pb"], setup["json"], setup["train"], str(again), "aug-test", 1.0, "bilinear",
+                              5, 1, AUGMENT)
+    np.testing.assert_allclose(formats.read_bottlenecks(again)["features"], first["features"], atol=1e-4)
+
+
+def test_augmentation_keeps_the_contract_and_dihedral_views_are_a_group():
+    rng = np.random.default_rng(0)
+    contract = images.preprocessing_contract(32, (-1.0, 1.0), 1.0, "bilinear")
+    image = images.decode_rgb(_jpeg(rng))
+    pixels = augment.augmented_pixels(_jpeg(rng), contract, rng, AUGMENT)
+    assert pixels.shape == (32, 32, 3) and pixels.min() >= -1 and pixels.max() <= 1
+    plain = images.preprocess_image(image, contract)
+    views = [augment.dihedral_view(plain, view) for view in range(augment.DIHEDRAL_VIEWS)]
+    assert len({view.tobytes() for view in views}) == 8  # all eight differ for a generic image
+    np.testing.assert_array_equal(augment.dihedral_view(plain, 4), plain[:, ::-1])
+
+
+def _jpeg(rng):
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_openvino_backbone_matches_tensorflow_within_tolerance(setup, tmp_path):
+    """The documented tolerance: FP32 IR features agree with TensorFlow's within 1e-4 absolute."""
+    xml = str(tmp_path / "backbone.xml")
+    backbone_ir.convert(setup["pb"], setup["json"], "FP32", xml)
+    openvino = formats.read_bottlenecks(features_of(setup, "test", model=xml))
+    reference = formats.read_bottlenecks(features_of(setup, "test"))
+    assert np.array_equal(openvino["sha256"], reference["sha256"])
+    np.testing.assert_allclose(openvino["features"], reference["features"], rtol=0, atol=1e-4)
 
 
 def test_gradients_match_finite_differences():
@@ -118,37 +158,69 @@ def test_gradients_match_finite_differences():
         assert grads[key][index] == pytest.approx((plus - minus) / 2e-6, rel=1e-4, abs=1e-8), key
 
 
+def train_head(setup, folder, train=None, views=(), augmented=(), **overrides):
+    paths = {"train": features_of(setup, "train"), "validation": features_of(setup, "validation"),
+             "test": features_of(setup, "test"), "augmented": list(augmented),
+             "validation_views": [features_of(setup, "validation", kind=f"view{view}") for view in views],
+             "test_views": [features_of(setup, "test", kind=f"view{view}") for view in views]}
+    outputs = {name: str(folder / name) for name in ("head.npz", "history.csv", "tensorboard", "metrics.json")}
+    outputs = dict(zip(("head", "history", "tensorboard", "metrics"), outputs.values()))
+    settings = {"train": {**TRAIN_SETTINGS, **(train or {})}, **overrides}
+    return retrain.run(paths, setup["labels"], setup["json"], settings, outputs, "x"), outputs
+
+
 @pytest.mark.parametrize("overrides", [
     {}, {"optimizer": "sgd", "learning_rate": 0.1}, {"optimizer": "momentum", "learning_rate": 0.05},
     {"hidden_units": 32, "dropout": 0.3}, {"class_weighting": "balanced"}])
 def test_training_learns_the_synthetic_classes(setup, overrides, tmp_path):
-    settings = {**TRAIN_SETTINGS, **overrides}
-    metrics = retrain.run(str(setup / "bottlenecks"), str(setup / "labels.txt"), settings, str(tmp_path),
-                          "default", False)
+    metrics, outputs = train_head(setup, tmp_path, overrides)
     assert metrics["splits"]["train"]["accuracy"] >= 0.9
     assert metrics["splits"]["test"]["accuracy"] >= 0.6  # pretrained features, 15 test images
-    with open(tmp_path / "history.csv", newline="") as handle:
-        history = list(csv.DictReader(handle))
+    assert metrics["mode"] == "head" and metrics["splits"]["validation"]["loss"] > 0
+    history = atomic.read_table(outputs["history"])
     assert len(history) == metrics["training"]["epochs_run"]
     assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    events = EventAccumulator(outputs["tensorboard"]).Reload()
     assert [event.step for event in events.Scalars("validation_loss")] == list(range(1, len(history) + 1))
+
+
+def test_test_time_views_average_the_probabilities_and_augmented_copies_add_training_rows(setup, tmp_path):
+    augmented = [features_of(setup, "train", kind="aug-test", augment_settings=AUGMENT)]
+    metrics, outputs = train_head(setup, tmp_path, views=(4,), augmented=augmented)
+    head = head_lib.load(outputs["head"])
+    plain = formats.read_bottlenecks(features_of(setup, "test"))
+    mirrored = formats.read_bottlenecks(features_of(setup, "test", kind="view4"))
+    probs = (head_lib.probabilities(head, plain["features"]) + head_lib.probabilities(head, mirrored["features"])) / 2
+    expected = classification_metrics(plain["labels"], probs.argmax(axis=1), mobilenet.LABELS)
+    assert metrics["splits"]["test"]["accuracy"] == expected["accuracy"]
+    assert metrics["splits"]["train"]["n"] == 36  # metrics of the plain training images only
+
+
+def test_a_view_file_of_other_images_is_refused(setup, tmp_path):
+    with pytest.raises(PipelineError, match="lists other images"):
+        retrain.load_split(features_of(setup, "test"), [features_of(setup, "validation")])
 
 
 def test_training_is_reproducible_and_depends_on_the_seed(setup, tmp_path):
     heads = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        retrain.run(str(setup / "bottlenecks"), str(setup / "labels.txt"),
-                    {**TRAIN_SETTINGS, "hidden_units": 16, "seed": seed}, str(tmp_path / name), "x", False)
-        heads.append(head_lib.load(tmp_path / name / "head.npz"))
+        (tmp_path / name).mkdir()
+        _, outputs = train_head(setup, tmp_path / name, {"hidden_units": 16, "seed": seed})
+        heads.append(head_lib.load(outputs["head"]))
     assert all(np.array_equal(heads[0][key], heads[1][key]) for key in heads[0])
     assert not np.array_equal(heads[0]["hidden_w"], heads[2]["hidden_w"])
 
 
+def test_constant_features_get_no_weight_in_the_standardisation():
+    features = np.random.default_rng(0).normal(size=(50, 4))
+    features[:, 2] = 3.0
+    mean, scale = retrain.standardisation(features)
+    assert scale[2] == 0.0 and np.all(scale[[0, 1, 3]] > 0.5)
+
+
 def test_early_stopping_keeps_the_best_validation_epoch(setup):
-    data = {split: bottlenecks.load_bottlenecks(setup / "bottlenecks" / f"{split}.npz")
-            for split in ("train", "validation", "test")}
+    data = {split: formats.read_bottlenecks(features_of(setup, split)) for split in ("train", "validation")}
     _, history, summary = retrain.train(data, 3, {**TRAIN_SETTINGS, "learning_rate": 0.05, "epochs": 300,
                                                   "early_stopping_patience": 5}, log=lambda *_: None)
     losses = [row[3] for row in history]
@@ -166,86 +238,114 @@ def test_metrics_on_a_hand_checked_example():
     assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
 
 
+def fake_metrics(validation, test, loss=0.5):
+    return {"splits": {"validation": {"accuracy": validation, "macro_f1": validation, "loss": loss},
+                       "test": {"accuracy": test, "macro_f1": test, "loss": loss}}}
+
+
+def test_selection_reads_the_validation_split_never_the_test_split():
+    candidates = {"a": fake_metrics(0.90, 0.99), "b": fake_metrics(0.95, 0.50), "c": fake_metrics(0.93, 1.00)}
+    best, values = select.select(candidates, "validation_accuracy")
+    assert best == "b" and values == {"a": 0.90, "b": 0.95, "c": 0.93}
+    for name in candidates:  # any change of the test split leaves the choice as it was
+        changed = {key: fake_metrics(value["splits"]["validation"]["accuracy"], 1.0 if key == name else 0.0)
+                   for key, value in candidates.items()}
+        assert select.select(changed, "validation_accuracy")[0] == "b"
+    tied = {"a": fake_metrics(0.9, 0.1, loss=0.4), "b": fake_metrics(0.9, 0.9, loss=0.3), "c": fake_metrics(0.9, 1.0)}
+    assert select.select(tied, "validation_accuracy")[0] == "b"  # the lower validation loss
+
+
+def test_select_writes_the_documented_file(tmp_path):
+    paths = []
+    for name, value in (("x", 0.8), ("y", 0.9)):
+        atomic.write_json(tmp_path / f"{name}.json", fake_metrics(value, 0.0))
+        paths.append(f"{name}={tmp_path / f'{name}.json'}")
+    select.main(["--metric", "validation_accuracy", "--output", str(tmp_path / "selected.json"),
+                 "--experiments", *paths])
+    assert atomic.read_json(tmp_path / "selected.json") == {
+        "experiment": "y", "metric": "validation_accuracy", "value": 0.9, "candidates": {"x": 0.8, "y": 0.9}}
+
+
+def freeze_model(setup, head_path, folder, views=(0,), test_features=None, tolerance=1e-3):
+    view_files = [features_of(setup, "test", kind=f"view{view}") for view in views[1:]]
+    paths = {"backbone_pb": setup["pb"], "backbone_json": setup["json"], "head": head_path,
+             "labels": setup["labels"], "test_tfrecords": [setup["test"]],
+             "test_features": test_features or features_of(setup, "test"), "test_view_features": view_files}
+    outputs = {name: str(folder / file) for name, file in (
+        ("pb", "frozen_model.pb"), ("json", "model.json"), ("labels", "labels.json"), ("check", "freeze_check.json"),
+        ("predictions", "test_predictions.npz"))}
+    settings = {"views": list(views), "central_fraction": 1.0, "resize": "bilinear", "check_images": 8,
+                "tolerance": tolerance}
+    return freeze.freeze(paths, outputs, settings, 2), outputs
+
+
 @pytest.fixture(scope="module")
-def frozen(setup):
-    retrain.run(str(setup / "bottlenecks"), str(setup / "labels.txt"), {**TRAIN_SETTINGS, "hidden_units": 8},
-                str(setup / "model"), "default", False)
-    freeze.freeze(str(setup / "backbone.pb"), str(setup / "backbone.json"), str(setup / "model" / "head.npz"),
-                  str(setup / "labels.txt"), [str(setup / "test.tfrecord")],
-                  str(setup / "bottlenecks" / "test.npz"), str(setup / "model"))
-    return setup / "model"
+def frozen(setup, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frozen")
+    _, outputs = train_head(setup, folder, {"hidden_units": 8})
+    (check, _), files = freeze_model(setup, outputs["head"], folder, views=(0, 4))
+    return folder, check, files
 
 
-def test_the_frozen_model_reproduces_the_head(frozen):
-    check = bottlenecks.atomic.read_json(frozen / "freeze_check.json")
-    assert check["images"] == 15 and check["top1_disagreements"] == 0
+def test_the_frozen_model_reproduces_the_head_with_test_time_views(setup, frozen):
+    folder, check, files = frozen
+    assert check["images"] == 8 and check["top1_disagreements"] == 0
     assert check["max_abs_probability_difference"] < 1e-4
-    contract = bottlenecks.atomic.read_json(frozen / "model.json")
+    contract = atomic.read_json(files["json"])
     assert contract["input_node"] == "input" and contract["output_node"] == "final_result"
-    assert contract["preprocessing"]["input_shape"] == [None, 224, 224, 3]
-    assert contract["labels"] == ["circle", "square", "triangle"] and contract["hidden_units"] == 8
-    with np.load(frozen / "test_predictions.npz") as reference:  # the IRs' reference
-        assert reference["probabilities"].shape == (15, 3)
-        np.testing.assert_allclose(reference["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
-        assert float(reference["accuracy"]) == float((reference["probabilities"].argmax(1) == reference["labels"]).mean())
+    assert contract["preprocessing"]["input_size"] == 224 and contract["preprocessing"]["central_fraction"] == 1.0
+    assert contract["labels"] == mobilenet.LABELS and contract["hidden_units"] == 8
+    assert contract["test_time_views"] == [0, 4]
+    reference = formats.read_predictions(files["predictions"])  # the IRs' reference, from cached features
+    assert reference["probabilities"].shape == (15, 3) and len(reference["filenames"]) == 15
+    np.testing.assert_allclose(reference["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+    model = GraphModel(files["pb"], "input", "final_result")
+    example = next(records.read_examples([setup["test"]]))
+    pixels = images.preprocess_image(example["encoded"], contract["preprocessing"])[None]
+    np.testing.assert_allclose(model(pixels)[0], reference["probabilities"][0], atol=1e-4)
 
 
-def test_a_head_that_does_not_match_its_bottlenecks_fails_the_check_and_leaves_no_model(setup, frozen, tmp_path):
-    tampered = head_lib.load(frozen / "head.npz")
-    tampered["logits_b"] = tampered["logits_b"] + np.array([5.0, 0.0, 0.0], np.float32)
-    head_lib.save(str(tmp_path / "head.npz"), tampered)
-    cached = bottlenecks.load_bottlenecks(setup / "bottlenecks" / "test.npz")
-    bottlenecks.save_bottlenecks(str(tmp_path / "test.npz"), cached["features"] + 1.0, cached["labels"],
-                                 cached["sha256"], cached["filenames"])
-    with pytest.raises(PipelineError, match="freeze check: frozen model differs"):
-        freeze.freeze(str(setup / "backbone.pb"), str(setup / "backbone.json"), str(tmp_path / "head.npz"),
-                      str(setup / "labels.txt"), [str(setup / "test.tfrecord")], str(tmp_path / "test.npz"),
-                      str(tmp_path / "out"))
-    assert not (tmp_path / "out" / "frozen_model.pb").exists()
+def test_a_head_that_does_not_match_its_features_fails_the_check_and_leaves_no_model(setup, frozen, tmp_path):
+    folder, _, _ = frozen
+    cached = formats.read_bottlenecks(features_of(setup, "test"))
+    formats.write_bottlenecks(tmp_path / "test.npz", cached["features"] * 3.0, cached["labels"], cached["sha256"],
+                              cached["filenames"])
+    with pytest.raises(PipelineError, match="freeze check: the model differs from the trained head"):
+        freeze_model(setup, str(folder / "head.npz"), tmp_path, test_features=str(tmp_path / "test.npz"))
+    assert not (tmp_path / "frozen_model.pb").exists()
 
 
-def test_predict_prints_top_k_and_writes_csv(setup, frozen, tmp_path):
-    csv_path = tmp_path / "predictions.csv"
-    result = subprocess.run([sys.executable, "-m", "scripts.predict", "--model", str(frozen / "frozen_model.pb"),
-                             "--top-k", "2", "--csv", str(csv_path), str(setup / "test" / "circle")],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 5
-    assert sum(line.split("\t")[1].startswith("circle ") for line in lines) >= 3
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 10 and {row["rank"] for row in rows} == {"1", "2"}
-    assert all(0.0 <= float(row["probability"]) <= 1.0 for row in rows)
+def test_tensorflow_views_match_numpy_views():
+    from scripts.core import tfcompat
+    tf = tfcompat.tf_v1()
+    pixels = np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        holder = tf.placeholder(tf.float32, [None, 5, 5, 3])
+        outputs = [freeze.tf_dihedral_view(tf, holder, view) for view in range(8)]
+        with tf.Session() as session:
+            results = session.run(outputs, {holder: pixels})
+    for view, result in enumerate(results):
+        np.testing.assert_array_equal(result, augment.dihedral_view(pixels, view))
 
 
 def test_untrained_inception_v3_uses_the_official_format_and_is_restored(tmp_path):
     import tensorflow as tf
     archive = tmp_path / "inception_v3_untrained.tar.gz"
-    backbone.make_untrained_inception_v3(str(archive), seed=3)
+    backbone.make_untrained_inception_v3(str(archive), seed=3, size=299)
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == ["UNTRAINED_BACKBONE.txt", "inception_v3.ckpt"]
         tar.extractall(tmp_path / "unpacked", filter="data")
     checkpoint = str(tmp_path / "unpacked" / "inception_v3.ckpt")
     backbone.prepare("inception_v3", str(tmp_path / "unpacked"), str(tmp_path / "b.pb"), str(tmp_path / "b.json"),
-                     299, (-1.0, 1.0), True)
-    info = bottlenecks.atomic.read_json(tmp_path / "b.json")
-    assert info["bottleneck_size"] == 2048 and info["note"] == "untrained backbone"
+                     299, (-1.0, 1.0), True, None, None, None, ["Mixed_6e"])
+    info = atomic.read_json(tmp_path / "b.json")
+    assert info["bottleneck_size"] == 2048 + 768 and info["note"] == "untrained backbone"
     # The frozen constant holds the checkpoint's value: the weights were really restored.
     name = "InceptionV3/Conv2d_1a_3x3/weights"
     expected = tf.train.load_variable(checkpoint, name)
-    node = next(node for node in backbone.load_graph_def(str(tmp_path / "b.pb")).node if node.name == name)
+    node = next(node for node in load_graph_def(str(tmp_path / "b.pb")).node if node.name == name)
     assert np.array_equal(tf.make_ndarray(node.attr["value"].tensor), expected)
-
-
-def test_the_openvino_backend_matches_tensorflow_within_tolerance(setup, tmp_path):
-    """The documented tolerance: bottlenecks agree within 1e-4 absolute (float32 on both sides)."""
-    xml = str(tmp_path / "backbone.xml")
-    backbone.convert_to_ir(str(setup / "backbone.pb"), str(setup / "backbone.json"), xml)
-    output = tmp_path / "openvino.npz"
-    bottlenecks.compute_shard(str(setup / "backbone.pb"), str(setup / "backbone.json"), str(setup / "test.tfrecord"),
-                              str(output), batch_size=4, threads=2, backend="openvino", ir_xml=xml)
-    reference = bottlenecks.load_bottlenecks(setup / "bottlenecks" / "test.npz")
-    features = bottlenecks.load_bottlenecks(output)
-    assert np.array_equal(features["sha256"], reference["sha256"])
-    np.testing.assert_allclose(features["features"], reference["features"], rtol=0, atol=1e-4)
+    with pytest.raises(PipelineError, match="has no end point 'Mixed_9z'"):
+        backbone.prepare("inception_v3", str(tmp_path / "unpacked"), str(tmp_path / "c.pb"),
+                         str(tmp_path / "c.json"), 299, (-1.0, 1.0), True, None, None, None, ["Mixed_9z"])

@@ -40,11 +40,18 @@ def ov_ops():
     return ops
 
 
+def mirror_width(ops, pixels):
+    """[N, H, W, C] mirrored left-right: a slice of the width axis with step -1."""
+    last = np.iinfo(np.int64).min
+    return ops.slice(pixels, np.array([-1], np.int64), np.array([last], np.int64), np.array([-1], np.int64),
+                     np.array([2], np.int64))
+
+
 def dihedral_view(ops, pixels, view):
     """scripts/core/augment.dihedral_view as OpenVINO ops on [N, H, W, C]."""
     for _ in range(view % 4):  # np.rot90 over (H, W): mirror W, then swap H and W
-        pixels = ops.transpose(ops.reverse(pixels, np.array([2], np.int64), "index"), np.array([0, 2, 1, 3]))
-    return ops.reverse(pixels, np.array([2], np.int64), "index") if view >= 4 else pixels
+        pixels = ops.transpose(mirror_width(ops, pixels), np.array([0, 2, 1, 3]))
+    return mirror_width(ops, pixels) if view >= 4 else pixels
 
 
 def append_head(ops, features, head, views):

@@ -18,7 +18,7 @@ rule synthetic_images:
         mem_mb=500,
         runtime=10,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.data.synthetic --output {output} --classes {params.synthetic[classes]}"
         " --images-per-class {params.synthetic[images_per_class]}"
@@ -45,7 +45,7 @@ rule download_dataset:
         mem_mb=200,
         runtime=120,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
         " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
@@ -70,7 +70,7 @@ rule extract_dataset:
         mem_mb=500,
         runtime=60,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
         " --max-bytes {params.max_bytes} > {log} 2>&1"
@@ -100,7 +100,7 @@ rule structure:
         mem_mb=2000,
         runtime=120,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.data.structure --raw {input.raw:q} --out {output.images:q}"
         " --index {output.index:q} --rejects {output.rejects:q} --duplicates {output.duplicates:q}"
@@ -131,7 +131,7 @@ rule split:
         mem_mb=1000,
         runtime=10,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.data.split --index {input.index:q} --manifest {output.manifest:q}"
         " --labels {output.labels:q} --summary {output.summary:q}"
@@ -158,7 +158,7 @@ rule tfrecord_shard:
         mem_mb=1500,
         runtime=30,
     conda:
-        env("tensorflow")
+        env("base")
     shell:
         "python -m scripts.data.tfrecord_shard --manifest {input.manifest:q} --split {wildcards.split}"
         " --shard {wildcards.shard} --num-shards {wildcards.num_shards} --output {output:q}"

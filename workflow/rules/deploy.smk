@@ -74,7 +74,7 @@ rule evaluate_ir:
         mem_mb=2000,
         runtime=10,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.deploy.evaluate_ir --ir-json {input.info:q} --head {input.head:q}"
         " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"

@@ -46,7 +46,7 @@ rule download_backbone:
         mem_mb=200,
         runtime=60,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
         " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
@@ -71,7 +71,7 @@ rule extract_backbone:
         mem_mb=500,
         runtime=30,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
         " --max-bytes {params.max_bytes} > {log} 2>&1"
@@ -193,7 +193,7 @@ rule gather_bottlenecks:
         mem_mb=2000,
         runtime=10,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.model.bottlenecks gather --output {output:q} {input.shards:q} > {log} 2>&1"
 
@@ -226,7 +226,7 @@ rule retrain:
         mem_mb=2000,
         runtime=30,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.model.retrain train --train {input.train:q} --augmented {input.augmented:q}"
         " --validation {input.validation:q} --validation-views {input.validation_views:q}"
@@ -299,7 +299,7 @@ rule score_finetune:
         mem_mb=2000,
         runtime=10,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.model.retrain score --head {input.head:q} --history {input.history:q} --mode finetune"
         " --train {input.train:q} --validation {input.validation:q}"
@@ -327,7 +327,7 @@ checkpoint select:
         mem_mb=500,
         runtime=5,
     conda:
-        env("data")
+        env("base")
     shell:
         "python -m scripts.model.select --metric {params.metric} --output {output.selected:q}"
         " --experiments {params.experiments:q} > {log} 2>&1"

@@ -19,7 +19,7 @@ rule report_data:
         mem_mb=500,
         runtime=5,
     conda:
-        env("openvino")
+        env("report")
     shell:
         "python -m scripts.report data --structure-summary {input.structure:q}"
         " --split-summary {input.split:q} --output {output:q} > {log} 2>&1"
@@ -47,7 +47,7 @@ rule report_training:
         mem_mb=1000,
         runtime=5,
     conda:
-        env("openvino")
+        env("report")
     shell:
         "python -m scripts.report training --history {input.history:q} --metrics {input.metrics:q}"
         " --out-dir {params.out_dir:q} > {log} 2>&1"
@@ -75,7 +75,7 @@ rule report_deployment:
         mem_mb=1000,
         runtime=5,
     conda:
-        env("openvino")
+        env("report")
     shell:
         "python -m scripts.report deployment --evaluations {input.evaluations:q}"
         " --benchmarks {input.benchmarks:q} --benchmarks-csv {input.benchmarks_csv:q}"
@@ -100,7 +100,7 @@ rule report_experiments:
         mem_mb=500,
         runtime=5,
     conda:
-        env("openvino")
+        env("report")
     shell:
         "python -m scripts.report experiments --names {params.names:q} --metrics {input.metrics:q}"
         " --output {output:q} > {log} 2>&1"
