@@ -34,3 +34,10 @@ rule all:
         final_targets,
         report_targets,
     default_target: True
+
+
+# Up to the evaluated IRs of the deployed experiment(s), without benchmarks and report:
+#   snakemake --cores 2 evaluated
+rule evaluated:
+    input:
+        evaluated_targets,

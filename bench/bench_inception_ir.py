@@ -26,8 +26,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from scripts import atomic, backbone, benchmark, ir, synthetic  # noqa: E402
 from scripts.freeze import FrozenModel, build_frozen_graph  # noqa: E402
+
+from scripts import atomic, backbone, benchmark, ir, synthetic  # noqa: E402
 from scripts.core.images import preprocess_image, preprocessing_contract  # noqa: E402
 
 SIZE = 299

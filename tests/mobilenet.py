@@ -9,6 +9,7 @@ import os
 import tarfile
 
 from conftest import SHARED_DATA
+
 from scripts.core import formats
 from scripts.data import synthetic, tfrecord_shard
 from scripts.model import backbone

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from scripts.data.archive import Entry, extract, unpack
 from scripts.core.errors import PipelineError
+from scripts.data.archive import Entry, extract, unpack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTENTS = {

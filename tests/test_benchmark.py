@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from scripts.core import atomic, formats
 from scripts.core.errors import PipelineError
 from scripts.deploy import benchmark
@@ -37,7 +37,8 @@ def tiny_ir(tmp_path_factory):
 
 def test_cpu_benchmark_measures_both_modes(tiny_ir, tmp_path):
     output = tmp_path / "CPU-FP32.json"
-    result = benchmark.benchmark(tiny_ir, ir_json(tiny_ir), "CPU", ["latency", "throughput"], SECONDS, str(output), False, None)
+    result = benchmark.benchmark(tiny_ir, ir_json(tiny_ir), "CPU", ["latency", "throughput"], SECONDS, str(output),
+                                 False, None)
     assert atomic.read_json(output) == result
     assert result["skipped"] is False and result["full_device_name"]
     assert result["precision"] == "FP32" and result["note"] == "untrained backbone"

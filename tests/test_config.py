@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from scripts.core.config_check import check_config, deep_merge, expand_experiments, experiment_settings
 from scripts.core.errors import PipelineError
 

@@ -14,9 +14,10 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from conftest import REPO, SHARED_DATA
-from scripts.core import atomic, head as head_lib, images, inference, records, tfcompat
+
+from scripts.core import atomic, images, inference, records, tfcompat
+from scripts.core import head as head_lib
 from scripts.core.errors import PipelineError
 from scripts.data import synthetic
 from scripts.model import finetune

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import OFFLINE, REPO, planned_jobs, selected, snakemake, start, write_yaml
 
 pytestmark = pytest.mark.slow

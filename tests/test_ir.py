@@ -7,16 +7,17 @@ import os
 import subprocess
 import sys
 
+import mobilenet
 import numpy as np
 import pytest
-
-import mobilenet
 from conftest import REPO
-from scripts.core import atomic, formats, head as head_lib, images, records
+from test_model import TRAIN_SETTINGS
+
+from scripts.core import atomic, formats, images, records
+from scripts.core import head as head_lib
 from scripts.core.errors import PipelineError
 from scripts.deploy import evaluate_ir, ir
 from scripts.model import backbone_ir, bottlenecks, freeze
-from test_model import TRAIN_SETTINGS
 
 CALIBRATION = 8
 TEST_IMAGES = 15
@@ -236,6 +237,7 @@ def test_command_line_prints_one_error_line(exported, tmp_path):
 
 def test_openvino_views_match_numpy_views():
     import openvino as ov
+
     from scripts.core import augment
     ops = ir.ov_ops()
     pixels = np.random.default_rng(0).normal(size=(1, 5, 5, 3)).astype(np.float32)

@@ -7,11 +7,12 @@ own test.
 import os
 import tarfile
 
+import mobilenet
 import numpy as np
 import pytest
 
-import mobilenet
-from scripts.core import atomic, augment, formats, head as head_lib, images, records
+from scripts.core import atomic, augment, formats, images, records
+from scripts.core import head as head_lib
 from scripts.core.errors import PipelineError
 from scripts.core.inference import GraphModel, load_graph_def
 from scripts.core.metrics import classification_metrics
@@ -124,6 +125,7 @@ def test_augmentation_keeps_the_contract_and_dihedral_views_are_a_group():
 
 def _jpeg(rng):
     import io
+
     from PIL import Image
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(buffer, "PNG")

@@ -4,8 +4,8 @@ import os
 import shutil
 
 import pytest
-
 from conftest import OFFLINE, selected, snakemake, test_config
+
 from scripts.core import atomic, records
 
 pytestmark = pytest.mark.slow

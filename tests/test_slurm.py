@@ -24,7 +24,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-
 from conftest import OFFLINE, REPO, snakemake
 
 SLURM_PROFILE = os.path.join(REPO, "profiles", "slurm")

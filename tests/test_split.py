@@ -5,8 +5,8 @@ import itertools
 import pytest
 
 from scripts.core import atomic, formats
-from scripts.data import split
 from scripts.core.errors import PipelineError
+from scripts.data import split
 
 
 def fake_index(path, count, labels=("healthy", "ALL", "blast"), start=0):

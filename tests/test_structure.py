@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from scripts.core import atomic
-from scripts.data import structure
 from scripts.core.errors import PipelineError
+from scripts.data import structure
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

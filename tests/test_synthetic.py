@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.data import synthetic
 from scripts.core.errors import PipelineError
+from scripts.data import synthetic
 
 
 def files_below(folder):

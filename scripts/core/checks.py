@@ -9,7 +9,8 @@ import itertools
 
 import numpy as np
 
-from scripts.core import formats, head as head_lib, records
+from scripts.core import formats, records
+from scripts.core import head as head_lib
 from scripts.core.errors import PipelineError
 from scripts.core.inference import run_over_examples
 

@@ -8,7 +8,6 @@ TF-Slim imports it from here.
 import importlib
 import sys
 
-
 _LEGACY_LAYERS = ("base", "convolutional", "core", "normalization", "pooling",
                   "variable_scope_shim", "migration_utils")
 

@@ -26,8 +26,8 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from scripts.core import atomic
-from scripts.core.images import to_rgb
 from scripts.core.errors import PipelineError, run_cli
+from scripts.core.images import to_rgb
 
 INDEX_HEADER = ("path", "label", "sha256", "width", "height", "source")
 REJECTS_HEADER = ("source", "reason")

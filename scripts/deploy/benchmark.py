@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from scripts.core import atomic
-from scripts.core.errors import PipelineError, run_cli
 from scripts.core.contract import note_suffix
+from scripts.core.errors import PipelineError, run_cli
 from scripts.core.inference import compile_ir, run_async
 
 MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}

@@ -26,7 +26,8 @@ import argparse
 
 import numpy as np
 
-from scripts.core import atomic, formats, head as head_lib
+from scripts.core import atomic, formats
+from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities
 from scripts.core.contract import note_suffix
 from scripts.core.errors import PipelineError, run_cli

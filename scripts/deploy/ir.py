@@ -25,7 +25,8 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, formats, head as head_lib
+from scripts.core import atomic, formats
+from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities, sample_check
 from scripts.core.contract import note_suffix
 from scripts.core.errors import run_cli

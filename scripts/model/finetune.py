@@ -58,7 +58,8 @@ import sys
 
 import numpy as np
 
-from scripts.core import atomic, augment, head as head_lib, images, inference, records, tfcompat
+from scripts.core import atomic, augment, images, inference, records, tfcompat
+from scripts.core import head as head_lib
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.progress import Progress
 
@@ -422,7 +423,8 @@ def main(argv=None):
     inputs.add_argument("--train-tfrecords", nargs="+", required=True, help="training images")
     inputs.add_argument("--validation-tfrecords", nargs="+", required=True, help="images for early stopping")
     training = parser.add_argument_group("training")
-    training.add_argument("--settings", required=True, help="the `finetune` config section (without `enabled`) plus `augment`, as JSON")
+    training.add_argument("--settings", required=True,
+                          help="the `finetune` config section (without `enabled`) plus `augment`, as JSON")
     training.add_argument("--threads", type=int, required=True, help="TensorFlow and image-decoding threads")
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--output-backbone-pb", required=True, help="the fine-tuned backbone (drop-in .pb)")

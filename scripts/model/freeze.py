@@ -21,7 +21,8 @@ reference the OpenVINO IRs are evaluated against.
 """
 import argparse
 
-from scripts.core import atomic, formats, head as head_lib, images, tfcompat
+from scripts.core import atomic, formats, images, tfcompat
+from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities, sample_check
 from scripts.core.contract import note_suffix
 from scripts.core.errors import run_cli

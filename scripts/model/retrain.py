@@ -19,7 +19,8 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, formats, head as head_lib, records
+from scripts.core import atomic, formats, records
+from scripts.core import head as head_lib
 from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.metrics import classification_metrics

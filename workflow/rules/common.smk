@@ -298,21 +298,27 @@ def selected_experiment():
         return json.load(handle)["experiment"]
 
 
-def deploy_targets(experiment):
+def deploy_targets(experiment, benchmarks=True):
     targets = [f"{RESULTS}/{experiment}/model/frozen_model.pb"]
     for precision in precisions(experiment):
         targets += [f"{RESULTS}/{experiment}/ir/{precision}/{name}" for name in ("model.xml", "evaluation.json")]
-    targets += [f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}" for ext in ("csv", "json")]
+    if benchmarks:
+        targets += [f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}" for ext in ("csv", "json")]
     return targets
 
 
-def final_targets(wildcards):
+def final_targets(wildcards, benchmarks=True):
+    """Every experiment's metrics, the selection, and the deployed models (evaluated, benchmarked)."""
     targets = [f"{DATA}/manifest.tsv", f"{RESULTS}/selected.json"] + all_tfrecords()
     targets += [final_metrics(experiment) for experiment in EXPERIMENTS]
     selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
     for experiment in deployed_experiments(selected):
-        targets += deploy_targets(experiment)
+        targets += deploy_targets(experiment, benchmarks)
     return targets
+
+
+def evaluated_targets(wildcards):
+    return final_targets(wildcards, benchmarks=False)
 
 
 # ------------------------------------------------------------------ report
