@@ -87,12 +87,14 @@ rule report_experiments:
     input:
         metrics=expand(f"{RESULTS}/{{experiment}}/model/metrics.json", experiment=EXPERIMENTS),
         evaluations=[path for experiment in EXPERIMENTS for path in evaluations(experiment)],
+        selected=selected_json(),
         code=code("report"),
     output:
         report(f"{REPORT}/experiments.csv", caption="../report/experiments.rst", category="Experiments"),
     params:
         names=EXPERIMENTS,
         evaluations=[f"{experiment}={path}" for experiment in EXPERIMENTS for path in evaluations(experiment)],
+        selected=lambda wildcards, input: f"--selected {shlex.quote(input.selected)}" if input.selected else "",
     log:
         f"{LOGS}/report_experiments.log",
     benchmark:
@@ -105,4 +107,32 @@ rule report_experiments:
         env("openvino")
     shell:
         "python -m scripts.report experiments --names {params.names:q} --metrics {input.metrics:q}"
-        " --evaluations {params.evaluations:q} --output {output:q} > {log} 2>&1"
+        " --evaluations {params.evaluations:q} {params.selected} --output {output:q} > {log} 2>&1"
+
+
+rule report_gallery:
+    """The misclassified test images of one experiment, beside its confusion matrices."""
+    input:
+        predictions=f"{RESULTS}/{{experiment}}/model/test_predictions.npz",
+        model=f"{RESULTS}/{{experiment}}/model/model.json",
+        tfrecords=tfrecord_shards("test"),
+        code=code("report"),
+    output:
+        gallery=experiment_report("misclassified.png", "misclassified.rst", "Training"),
+        table=experiment_report("misclassified.csv", "misclassified.rst", "Training"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.gallery),
+    log:
+        f"{LOGS}/{{experiment}}/report_gallery.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/report_gallery.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        env("openvino")
+    shell:
+        "python -m scripts.report gallery --predictions {input.predictions:q} --tfrecords {input.tfrecords:q}"
+        " --model-json {input.model:q} --experiment {wildcards.experiment:q} --out-dir {params.out_dir:q}"
+        " > {log} 2>&1"
