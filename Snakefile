@@ -64,12 +64,10 @@ onstart:
 
 
 onsuccess:
-    show = summary.display_paths()
-    command = summary.report_command([show(path) for path in workflow.overwrite_configfiles],
-                                     summary.config_arguments(sys.argv[1:]),
-                                     None if summary.runs_where_started() else os.getcwd())
+    command = summary.run_report_command(workflow.main_snakefile, workflow.overwrite_configfiles, sys.argv[1:],
+                                         all_cores())
     text = summary.summary_text(EXPERIMENTS, RESULTS, current=current_outputs(), report_command=command,
-                                display=show)
+                                display=summary.display_paths())
     if text:
         print(f"\n{text}\n", file=sys.stderr, flush=True)
 

@@ -235,9 +235,15 @@ def display_paths(started_in=None):
     return show
 
 
-def report_command(configfiles=(), config_args=(), directory=None):
-    """The command that writes the HTML report of this run's results."""
-    words = ["snakemake", "--report", "report.html"]
+def report_command(configfiles=(), config_args=(), directory=None, cores="all", snakefile=None):
+    """The command that writes the HTML report of this config's results.
+
+    With --report-after-run, Snakemake first brings every result the report shows up to
+    date for this config (a plain --report packs whatever is on disk), then writes it.
+    """
+    words = ["snakemake", "--cores", str(cores), "--report", "report.html", "--report-after-run"]
+    if snakefile:
+        words += ["--snakefile", snakefile]
     if directory:
         words += ["--directory", directory]
     if configfiles:
@@ -245,6 +251,15 @@ def report_command(configfiles=(), config_args=(), directory=None):
     if config_args:
         words += ["--config", *config_args]
     return " ".join(shlex.quote(str(word)) for word in words)
+
+
+def run_report_command(snakefile, configfiles, argv, cores, started_in=None):
+    """``report_command`` for the run in progress (the Snakefile's onsuccess)."""
+    show = display_paths(started_in)
+    here = runs_where_started(started_in)
+    usual = here and os.path.exists("Snakefile") and os.path.samefile(snakefile, "Snakefile")
+    return report_command([show(path) for path in configfiles], config_arguments(argv), None if here else os.getcwd(),
+                          cores, None if usual else show(snakefile))
 
 
 def config_arguments(argv):

@@ -236,8 +236,9 @@ def test_summary_marks_absent_devices(tmp_path):
 def test_report_command_and_paths_for_the_user(tmp_path, monkeypatch):
     assert summary.config_arguments(["--cores", "2", "--config", "a=1", "b=x y", "-n", "-C", "c=2"]) == \
         ["a=1", "b=x y", "c=2"]
-    assert summary.report_command(["configs/offline.yaml", "my file.yaml"], ["a=1"], "/data/run") == \
-        "snakemake --report report.html --directory /data/run --configfile configs/offline.yaml 'my file.yaml' --config a=1"
+    assert summary.report_command(["configs/offline.yaml", "my file.yaml"], ["a=1"], "/data/run", 2) == \
+        ("snakemake --cores 2 --report report.html --report-after-run --directory /data/run "
+         "--configfile configs/offline.yaml 'my file.yaml' --config a=1")
     monkeypatch.chdir(tmp_path)
     assert summary.display_paths(str(tmp_path))("results/x") == "results/x"
     assert summary.display_paths(str(tmp_path))(str(tmp_path / "results")) == "results"
@@ -332,6 +333,9 @@ def test_a_successful_run_ends_with_a_summary_and_records_its_identity(tmp_path)
     result = snakemake(tmp_path, MANIFEST, configfiles=[OFFLINE])
     assert "Data: 120 images in 3 classes (train " in result.stderr
     assert "Accuracy of" not in result.stderr  # nothing trained in this run
+    # Snakemake ran elsewhere (--directory): the command to write the report says where and how.
+    assert (f"  report: snakemake --cores 2 --report report.html --report-after-run --snakefile {REPO}/Snakefile "
+            f"--directory {os.path.realpath(tmp_path)} --configfile {OFFLINE}\n") in result.stderr
     recorded = atomic.read_json(tmp_path / "results" / "run_identity.json")
     assert recorded["dataset.source"] == "synthetic" and recorded["backbone.source"] == "untrained"
 
