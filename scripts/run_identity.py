@@ -11,6 +11,7 @@ README's "Incremental rebuilds"), and named experiments keep their results apart
 """
 import json
 import os
+import sys
 
 from scripts.core import atomic
 from scripts.core.errors import PipelineError
@@ -68,4 +69,7 @@ def record(config, results="results"):
     """Write the identity of this run's results unless the folder already has one."""
     path = os.path.join(results, IDENTITY_FILE)
     if not os.path.exists(path):
-        atomic.write_json(path, identity(config))
+        try:
+            atomic.write_json(path, identity(config))
+        except OSError as error:  # e.g. a full disk: the jobs will say so; this is no reason to stop
+            print(f"warning: cannot record {path} ({error.strerror or error})", file=sys.stderr)
