@@ -64,15 +64,21 @@ onstart:
 
 
 onsuccess:
-    command = summary.run_report_command(workflow.main_snakefile, workflow.overwrite_configfiles, sys.argv[1:],
-                                         all_cores())
-    text = summary.summary_text(EXPERIMENTS, RESULTS, current=current_outputs(), report_command=command,
-                                display=summary.display_paths())
+    try:
+        command = summary.run_report_command(workflow.main_snakefile, workflow.overwrite_configfiles,
+                                             sys.argv[1:], all_cores())
+        text = summary.summary_text(EXPERIMENTS, RESULTS, current=current_outputs(), report_command=command,
+                                    display=summary.display_paths())
+    except Exception as error:  # a summary that cannot be made must not turn a good run into a failure
+        text = f"(no summary: {type(error).__name__}: {error}; python -m scripts.summary prints it)"
     if text:
         print(f"\n{text}\n", file=sys.stderr, flush=True)
 
 
 onerror:
-    text = summary.failure_text(log, summary.display_paths())
+    try:
+        text = summary.failure_text(log, summary.display_paths())
+    except Exception as error:
+        text = f"(no error lines: {type(error).__name__}: {error}; see the logs in {LOGS}/)"
     if text:
         print(f"\n{text}\n", file=sys.stderr, flush=True)

@@ -391,6 +391,27 @@ def test_identity_keys():
     assert not any(key.startswith(("train.", "export.", "benchmark.", "split.")) for key in offline)
 
 
+# ------------------------------------------------------------------ the whole offline run (needs every stage)
+def test_offline_run_logs_hold_no_tensorflow_noise(offline_run):
+    logs = sorted((offline_run / "results" / "logs").rglob("*.log"))
+    assert len(logs) >= 20
+    for log in logs:
+        assert noise(log.read_text(encoding="utf-8", errors="replace")) == [], log
+
+
+def test_offline_run_summary(offline_run):
+    result = subprocess.run([sys.executable, "-m", "scripts.summary", "--results", str(offline_run / "results")],
+                            capture_output=True, text=True, check=False, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("Note: untrained backbone") and "Data: 120 images in 3 classes" in text
+    assert re.search(r"^  \* default +(head|finetune) +\d\.\d{4} +\d\.\d{4}$", text, re.MULTILINE), text
+    for precision in ("FP32", "FP16", "INT8"):
+        assert re.search(rf"^  {precision} +CPU +\d\.\d{{4}} +\S+ +[\d.]+ +[\d.]+ +\S+/model.xml$", text,
+                         re.MULTILINE), text
+    assert "frozen model (default): " in text
+
+
 # ------------------------------------------------------------------ profiles
 def profile(name):
     with open(os.path.join(PROFILES, name, "config.yaml"), encoding="utf-8") as handle:
