@@ -171,6 +171,27 @@ def test_a_tensorflow_cli_in_the_rules_environment_prints_no_noise(models, tmp_p
     assert noise(result.stderr) == [] and result.stderr.strip() == "1 of 1 images classified"
 
 
+SLIM_LAYER = f"""
+import sys, warnings
+sys.path.insert(0, {REPO!r})
+from scripts.core import tfcompat
+tf, slim = tfcompat.tf_v1(), tfcompat.tf_slim()
+if sys.argv[1:] == ["control"]:
+    warnings.resetwarnings()
+with tf.Graph().as_default():
+    slim.conv2d(tf.placeholder(tf.float32, [None, 8, 8, 3]), 4, [3, 3])
+"""
+
+
+@pytest.mark.parametrize("control", [False, True])
+def test_building_tf_slim_layers_prints_no_deprecation_warning(control):
+    """TF-Slim's layers call the deprecated `layer.apply`; without the filter (control) it warns."""
+    result = subprocess.run([sys.executable, "-c", SLIM_LAYER, *(["control"] * control)], capture_output=True,
+                            text=True, check=False, env=clean_environment(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert bool(noise(result.stderr)) is control, result.stderr
+
+
 def test_importing_tensorflow_quietly_keeps_other_output():
     script = (f"import sys; sys.path.insert(0, {REPO!r}); from scripts.core import quiet; "
               "print('before', file=sys.stderr); quiet.import_tensorflow(); print('after', file=sys.stderr); "

@@ -14,6 +14,10 @@ Two sources, two remedies:
   drivers``). No setting reaches them, so ``import_tensorflow`` imports TensorFlow with
   file descriptor 2 pointed at a temporary file and passes on what is not such a line.
 
+A third: TF-Slim's layers call Keras's deprecated ``layer.apply``, and every process that
+builds them warns about it (a Python UserWarning); ``import_tensorflow`` ignores that one
+warning, since the call is TF-Slim's, not ours.
+
 Everything else, warnings and errors included, still reaches stderr.
 """
 import contextlib
@@ -22,6 +26,7 @@ import re
 import shlex
 import sys
 import tempfile
+import warnings
 
 # 3: C++ errors too; TensorFlow raises the ones that matter as Python exceptions, and
 # on a machine without a GPU the only C++ error is "failed call to cuInit".
@@ -32,6 +37,9 @@ LOAD_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+\.cc:\d+\] .*"
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow .*)$")
+
+# Deprecation warnings of calls made inside our dependencies, not by our code.
+IGNORED_WARNINGS = (r"`layer\.apply` is deprecated",)  # TF-Slim's layers (tf_keras legacy layers)
 
 # What a TensorFlow process must not print (the test of this module checks stderr with it).
 NOISE = re.compile(LOAD_NOISE.pattern + r"|^[EW]\d{4} \d\d:\d\d:\d+\.\d+ .*$", re.MULTILINE)
@@ -76,6 +84,8 @@ def import_tensorflow():
     """``import tensorflow`` without its start-up noise; the module."""
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)  # read at TensorFlow's first log, after this
+    for message in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
     if "tensorflow" not in sys.modules:
         with native_stderr_filtered():
             import tensorflow  # noqa: F401
