@@ -1,7 +1,10 @@
 # Transfer-learning pipeline: data -> TFRecords -> bottlenecks -> retrained head ->
 # frozen GraphDef -> OpenVINO IR -> benchmarks -> report.  See README.md.
+# Console defaults (failed jobs' logs shown, incomplete jobs redone) are in
+# profiles/default/config.yaml, which Snakemake loads without a flag.
 import os
 import shlex
+import sys
 
 from snakemake.utils import min_version
 
@@ -13,10 +16,18 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-# Rules run `python -m scripts.<stage>`; make this checkout's scripts/ importable from
-# any working directory (and inside cluster jobs, which re-read this file).
+# This checkout's scripts/ importable here and in every job, from any working directory
+# (and inside cluster jobs, which re-read this file).
+sys.path.insert(0, workflow.basedir)
+from scripts import run_identity, summary
+from scripts.core import quiet
+from scripts.core.errors import PipelineError
+
+# Rules run `python -m scripts.<stage>` with TensorFlow's C++ logging quieted before
+# Python starts (scripts/core/quiet.py).
 # (Braces are doubled twice: once for the f-string, once for Snakemake's formatting.)
-shell.prefix(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+shell.prefix(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+             f"{quiet.shell_exports()}")
 
 
 report: "workflow/report/workflow.rst"
@@ -29,10 +40,20 @@ include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
 
 
+# One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run
+# or --report with another is refused here, before any job; --lint and --unlock touch no result.
+if not {"--lint", "--unlock"} & set(sys.argv):
+    try:
+        run_identity.check(config, RESULTS)
+    except PipelineError as error:
+        sys.exit(f"error: {error}")
+
+
 rule all:
     input:
         final_targets,
         report_targets,
+        console_report_targets(),
     default_target: True
 
 
@@ -41,3 +62,30 @@ rule all:
 rule evaluated:
     input:
         evaluated_targets,
+
+
+# ------------------------------------------------------------------ the console
+# What the user sees at the end of a run (scripts/summary.py); not for dry-runs.
+onstart:
+    run_identity.record(config, RESULTS)
+
+
+onsuccess:
+    try:
+        command = summary.run_report_command(workflow.main_snakefile, workflow.overwrite_configfiles,
+                                             sys.argv[1:], all_cores())
+        text = summary.summary_text(EXPERIMENTS, RESULTS, current=current_outputs(), report_command=command,
+                                    display=summary.display_paths())
+    except Exception as error:  # a summary that cannot be made must not turn a good run into a failure
+        text = f"(no summary: {type(error).__name__}: {error}; python -m scripts.summary prints it)"
+    if text:
+        print(f"\n{text}\n", file=sys.stderr, flush=True)
+
+
+onerror:
+    try:
+        text = summary.failure_text(log, summary.display_paths())
+    except Exception as error:
+        text = f"(no error lines: {type(error).__name__}: {error}; see the logs in {LOGS}/)"
+    if text:
+        print(f"\n{text}\n", file=sys.stderr, flush=True)

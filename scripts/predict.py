@@ -1,22 +1,42 @@
-"""Classify image files or folders with a frozen model and print the top-k labels.
+"""Classify images with the trained model: the frozen TensorFlow graph or an OpenVINO IR.
 
-    python -m scripts.predict --model results/default/model/frozen_model.pb IMAGE_OR_FOLDER...
-    python -m scripts.predict --model M --top-k 3 --csv predictions.csv images/
+    python scripts/predict.py --model results/default/model/frozen_model.pb photo.jpg images/
+    python scripts/predict.py --model results/default/ir/INT8/model.xml --device CPU \\
+        --top-k 3 --csv predictions.csv --json predictions.json images/
 
-The model's model.json (next to the .pb) gives the input contract and the labels; the
-images go through the same preprocessing as training (scripts/preprocess.py).
+It runs from any directory, as a file (``python <repo>/scripts/predict.py``) or as a
+module (``python -m scripts.predict`` from the repository root). The model's description
+beside it (``model.json`` beside a ``.pb``, ``ir.json`` beside an IR's ``.xml``) gives the
+labels and the preprocessing contract; every image goes through the same preprocessing as
+in training (scripts/core/images.py). A ``.pb`` runs on TensorFlow (CPU); an IR on any
+OpenVINO device (``--device CPU``, ``GPU``, ``NPU``, ``AUTO``). Folders are searched for
+images recursively. An image that cannot be read gets an error row and the others go on.
+
+Printed: one line per image, ``path<TAB>label probability  label probability ...``.
+``--csv``: path, rank, label, probability, error (one row per label shown, or one error row).
+``--json``: the model, its note, the labels, and per image its top labels or its error.
 """
 import argparse
 import os
 import sys
 
-import numpy as np
+if not __package__:  # run as a file: make the repository's `scripts` package importable
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from scripts.core import atomic
+import numpy as np
+from PIL import Image
+
+from scripts.core import atomic, inference
+from scripts.core.contract import note_suffix, read_description
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.images import preprocess_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+# A model file's kind, by extension: its description file and what runs it.
+MODEL_KINDS = {".pb": ("model.json", "frozen_graph"), ".xml": ("ir.json", "openvino_ir")}
+VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+BATCH_SIZE = 16
 
 
 def image_paths(inputs):
@@ -32,48 +52,148 @@ def image_paths(inputs):
             paths.append(item)
         else:
             raise PipelineError(f"{item}: no such file or folder")
+    if not paths:
+        raise PipelineError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(inputs)}")
     return paths
 
 
+# ------------------------------------------------------------------ the model
+def model_kind(path):
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in MODEL_KINDS:
+        raise PipelineError(f"--model {path}: give a frozen TensorFlow graph (.pb) or an OpenVINO IR (.xml)")
+    if not os.path.isfile(path):
+        raise PipelineError(f"--model {path}: no such file")
+    return MODEL_KINDS[extension]
+
+
+def check_device(device):
+    """One line naming the devices OpenVINO has when ``device`` is not one of them."""
+    import openvino as ov
+    base = device.split(":")[0].split(".")[0]
+    available = ov.Core().available_devices
+    if base not in VIRTUAL_DEVICES and not any(name.split(".")[0] == base for name in available):
+        raise PipelineError(f"--device {device}: not present on this machine; OpenVINO sees: "
+                            f"{', '.join(available)}")
+
+
+def load_model(path, device="CPU", threads=1):
+    """(model, description): a callable pixels [N, S, S, 3] -> probabilities [N, classes]."""
+    description_name, kind = model_kind(path)
+    description = read_description(os.path.join(os.path.dirname(os.path.abspath(path)), description_name))
+    if kind == "frozen_graph":
+        if device != "CPU":
+            raise PipelineError(f"--device {device}: a frozen .pb runs on TensorFlow's CPU; "
+                                "give an OpenVINO IR (.xml) to use another device")
+        model = inference.GraphModel(path, description.get("input_node", "input"),
+                                     description.get("output_node", "final_result"), threads)
+    else:
+        check_device(device)
+        try:
+            model = inference.IrModel(path, threads, device)
+        except RuntimeError as error:  # OpenVINO's own message is many lines
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PipelineError(f"--model {path}: OpenVINO cannot load it on {device} ({first})") from None
+    return model, description
+
+
+# ------------------------------------------------------------------ predicting
 def top_k(probabilities, labels, k):
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [(labels[index], float(probabilities[index])) for index in order]
 
 
-def predict(model_pb, inputs, k=3):
-    """Yield (path, [(label, probability), ...]) or (path, error) per image."""
-    from scripts.core.inference import GraphModel
-    contract = atomic.read_json(os.path.join(os.path.dirname(model_pb), "model.json"))
-    model = GraphModel(model_pb, contract["input_node"], contract["output_node"])
-    for path in image_paths(inputs):
-        try:
-            pixels = preprocess_image(path, contract["preprocessing"])[None]
-        except OSError as error:
-            yield path, f"unreadable image ({error})"
-            continue
-        yield path, top_k(model(pixels)[0], contract["labels"], k)
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
+    """Yield one dict per image, in order: path, top [(label, probability)], error (or None)."""
+    contract, labels = description["preprocessing"], description["labels"]
+    for chunk in _chunks(paths, batch_size):
+        results, pixels, readable = [], [], []
+        for path in chunk:
+            try:
+                pixels.append(preprocess_image(path, contract))
+            except UNREADABLE as error:
+                results.append({"path": path, "top": [], "error": f"cannot read the image ({error})"})
+                continue
+            readable.append(len(results))
+            results.append({"path": path, "top": [], "error": None})
+        if pixels:
+            for index, probabilities in zip(readable, model(np.stack(pixels))):
+                results[index]["top"] = top_k(probabilities, labels, k)
+        yield from results
+
+
+# ------------------------------------------------------------------ output
+def write_csv(path, results):
+    rows = []
+    for result in results:
+        if result["error"]:
+            rows.append([result["path"], "", "", "", result["error"]])
+        rows += [[result["path"], rank, label, f"{probability:.6f}", ""]
+                 for rank, (label, probability) in enumerate(result["top"], start=1)]
+    atomic.write_table(path, ["path", "rank", "label", "probability", "error"], rows)
+
+
+def write_json(path, model_path, kind, device, description, results):
+    atomic.write_json(path, {
+        "model": os.path.abspath(model_path),
+        "model_kind": kind,
+        "device": device if kind == "openvino_ir" else "tensorflow CPU",
+        "precision": description.get("precision"),
+        "note": description.get("note", ""),
+        "labels": description["labels"],
+        "images": len(results),
+        "unreadable": sum(1 for result in results if result["error"]),
+        "predictions": [{"path": result["path"],
+                         "label": result["top"][0][0] if result["top"] else None,
+                         "top": [{"label": label, "probability": probability}
+                                 for label, probability in result["top"]],
+                         "error": result["error"]} for result in results],
+    })
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
-    parser.add_argument("--model", required=True, help="frozen_model.pb (model.json must be beside it)")
+    parser.add_argument("--model", required=True,
+                        help="frozen_model.pb (model.json beside it) or an IR's model.xml (ir.json beside it)")
+    parser.add_argument("--device", default="CPU", help="OpenVINO device for an IR (default CPU)")
     parser.add_argument("--top-k", type=int, default=3, help="labels to show per image (default 3)")
-    parser.add_argument("--csv", help="also write path,rank,label,probability rows to this file")
+    parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
+                        help="inference threads (default: up to 4)")
+    parser.add_argument("--csv", help="also write path,rank,label,probability,error rows to this file")
+    parser.add_argument("--json", help="also write the predictions as JSON to this file")
     args = parser.parse_args(argv)
-    contract = atomic.read_json(os.path.join(os.path.dirname(args.model), "model.json"))
-    if contract.get("untrained_backbone"):
-        print("note: this model was made from an untrained backbone", file=sys.stderr)
-    rows = []
-    for path, result in predict(args.model, args.inputs, args.top_k):
-        if isinstance(result, str):
-            print(f"{path}\terror: {result}")
-            continue
-        print(f"{path}\t" + "  ".join(f"{label} {probability:.4f}" for label, probability in result))
-        rows += [[path, rank + 1, label, f"{probability:.6f}"]
-                 for rank, (label, probability) in enumerate(result)]
+    if args.top_k < 1:
+        raise PipelineError(f"--top-k {args.top_k}: must be at least 1")
+    paths = image_paths(args.inputs)
+    model, description = load_model(args.model, args.device, args.threads)
+    if description.get("note"):
+        print(f"note: {description['note']}: this model's predictions say nothing about the method",
+              file=sys.stderr)
+    results = []
+    for result in predict(model, description, paths, args.top_k):
+        results.append(result)
+        if result["error"]:
+            print(f"{result['path']}\terror: {result['error']}", flush=True)
+        else:
+            print(f"{result['path']}\t" + "  ".join(f"{label} {probability:.4f}"
+                                                     for label, probability in result["top"]), flush=True)
     if args.csv:
-        atomic.write_table(args.csv, ["path", "rank", "label", "probability"], rows)
+        write_csv(args.csv, results)
+    if args.json:
+        write_json(args.json, args.model, model_kind(args.model)[1], args.device, description, results)
+    unreadable = sum(1 for result in results if result["error"])
+    print(f"{len(results) - unreadable} of {len(results)} images classified{note_suffix(description.get('note'))}"
+          + (f"; {unreadable} unreadable" if unreadable else ""), file=sys.stderr)
+    if unreadable == len(results):
+        raise PipelineError(f"none of the {len(results)} images could be read")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
     python -m scripts.report training --history H --metrics M --out-dir D
     python -m scripts.report deployment --evaluations E... --benchmarks J --benchmarks-csv C --out-dir D
     python -m scripts.report experiments --names N... --metrics M... --evaluations NAME=PATH... --output CSV
+        [--selected selected.json]
+    python -m scripts.report gallery --predictions P --tfrecords T... --description metrics.json --out-dir D
 
 Every figure made from an untrained backbone says so in its title.
 """
@@ -14,8 +16,9 @@ import shutil
 
 import numpy as np
 
-from scripts.core import atomic
-from scripts.core.errors import run_cli
+from scripts.core import atomic, formats, images, records
+from scripts.core.contract import read_description
+from scripts.core.errors import PipelineError, run_cli
 
 
 def pyplot():
@@ -90,14 +93,16 @@ def confusion_figure(split_metrics, title, path):
 
 
 def per_class_table(metrics, output):
+    """Precision, recall, F1 and support per class and split; every row carries the note."""
+    note = metrics.get("note", "")
     rows = []
     for split in ("validation", "test"):
         for label, values in metrics["splits"][split]["per_class"].items():
             rows.append([split, label, f"{values['precision']:.4f}", f"{values['recall']:.4f}",
-                         f"{values['f1']:.4f}", values["support"]])
+                         f"{values['f1']:.4f}", values["support"], note])
         rows.append([split, "accuracy", "", "", f"{metrics['splits'][split]['accuracy']:.4f}",
-                     metrics["splits"][split]["n"]])
-    atomic.write_table(output, ["split", "class", "precision", "recall", "f1", "support"], rows)
+                     metrics["splits"][split]["n"], note])
+    atomic.write_table(output, ["split", "class", "precision", "recall", "f1", "support", "note"], rows)
 
 
 def training(history_csv, metrics_json, out_dir):
@@ -155,22 +160,146 @@ def deployment(evaluation_paths, benchmarks_json, benchmarks_csv, out_dir):
 
 
 # ------------------------------------------------------------------ experiments
-def experiments(names, metrics_paths, evaluation_groups, output):
-    """One row per experiment: its settings' differences, accuracies and IR accuracies."""
+def flatten(settings, prefix=""):
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def differing_settings(settings_by_experiment):
+    """The (flattened) setting names whose values are not the same in every experiment, sorted."""
+    flat = [flatten(settings) for settings in settings_by_experiment]
+    names = sorted({name for settings in flat for name in settings})
+    return [name for name in names
+            if len({json.dumps(settings.get(name), sort_keys=True) for settings in flat}) > 1]
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else json.dumps(value)
+
+
+def experiments(names, metrics_paths, evaluation_groups, output, selected=None):
+    """One row per experiment: the settings that differ between experiments (one column
+    each), its accuracies and its IR accuracies; the one selected on validation marked."""
+    all_metrics = [atomic.read_json(path) for path in metrics_paths]
+    varying = differing_settings([metrics.get("settings", {}) for metrics in all_metrics])
+    chosen = atomic.read_json(selected).get("experiment") if selected else None
     rows = []
-    for name, metrics_path, evaluations in zip(names, metrics_paths, evaluation_groups):
-        metrics = atomic.read_json(metrics_path)
-        ir = {atomic.read_json(path)["precision"]: atomic.read_json(path)["metrics"]["accuracy"]
-              for path in evaluations}
-        rows.append([name, json.dumps(metrics["settings"], sort_keys=True),
+    for name, metrics, evaluations in zip(names, all_metrics, evaluation_groups):
+        ir = {}
+        for path in evaluations:
+            evaluation = atomic.read_json(path)
+            ir[evaluation["precision"]] = evaluation["metrics"]["accuracy"]
+        settings = flatten(metrics.get("settings", {}))
+        rows.append([name, "yes" if name == chosen else "", metrics.get("mode", ""),
+                     *(_cell(settings.get(setting)) for setting in varying),
                      metrics["training"]["best_epoch"],
                      f"{metrics['splits']['validation']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['macro_f1']:.4f}",
                      " ".join(f"{precision}={value:.4f}" for precision, value in sorted(ir.items())),
                      metrics["note"]])
-    atomic.write_table(output, ["experiment", "train_settings", "best_epoch", "validation_accuracy",
-                              "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows)
+    atomic.write_table(output, ["experiment", "selected", "mode", *varying, "best_epoch", "validation_accuracy",
+                                "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows)
+
+
+# ------------------------------------------------------------------ misclassified test images
+GALLERY_LIMIT = 24   # most confident mistakes shown
+GALLERY_COLUMNS = 6
+THUMBNAIL_PIXELS = 160
+
+
+def misclassified(predictions, labels):
+    """Rows (index, true, predicted, confidence) of the wrong predictions, most confident first."""
+    probabilities = np.asarray(predictions["probabilities"])
+    true = np.asarray(predictions["labels"])
+    if len(true) == 0:
+        return []
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    wrong = np.flatnonzero(predicted != true)
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]
+    return [(int(index), labels[true[index]], labels[predicted[index]], float(confidence[index]))
+            for index in wrong]
+
+
+def thumbnails(tfrecord_paths, hashes):
+    """{sha256: PIL thumbnail} of the wanted images of TFRecord files."""
+    wanted, found = set(hashes), {}
+    for example in records.read_examples(tfrecord_paths):
+        if example["sha256"] in wanted and example["sha256"] not in found:
+            image = images.decode_rgb(example["encoded"])
+            image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+            found[example["sha256"]] = image
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def _wrap(text, width=22):
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def gallery_figure(rows, pictures, hashes, total, title, path):
+    """A grid of thumbnails titled with the true and predicted label and the confidence."""
+    plt = pyplot()
+    shown = rows[:GALLERY_LIMIT]
+    if not shown:
+        figure, axis = plt.subplots(figsize=(6, 1.6))
+        axis.axis("off")
+        axis.text(0.5, 0.5, f"All {total} test images are classified correctly.", ha="center", va="center",
+                  fontsize=12)
+        figure.suptitle(title)
+        save_figure(figure, path)
+        return
+    columns = min(GALLERY_COLUMNS, len(shown))
+    lines = -(-len(shown) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(2.3 * columns, 2.75 * lines + 0.6), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (index, true, predicted, confidence) in zip(axes.flat, shown):
+        picture = pictures.get(str(hashes[index]))
+        if picture is None:
+            axis.text(0.5, 0.5, "image not in\nthe test TFRecords", ha="center", va="center", fontsize=8)
+        else:
+            axis.imshow(np.asarray(picture))
+        axis.set_title(f"true: {_wrap(true)}\npredicted: {_wrap(predicted)}\nconfidence {confidence:.0%}",
+                       fontsize=8, color="darkred")
+    figure.suptitle(title)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def gallery(predictions_npz, tfrecord_paths, description_json, out_dir, experiment=""):
+    """misclassified.png (the most confident mistakes) and misclassified.csv (all of them)."""
+    predictions = formats.read_predictions(predictions_npz)
+    description = read_description(description_json)
+    labels, note = description["labels"], description.get("note", "")
+    for key in ("probabilities", "labels", "sha256"):
+        if key not in predictions:
+            raise PipelineError(f"{predictions_npz}: has no {key!r} array")
+    hashes = predictions["sha256"]
+    filenames = predictions.get("filenames", [""] * len(hashes))
+    rows = misclassified(predictions, labels)
+    total = len(predictions["labels"])
+    pictures = thumbnails(tfrecord_paths, [str(hashes[index]) for index, *_ in rows[:GALLERY_LIMIT]])
+    title = f"{experiment + ': ' if experiment else ''}{len(rows)} of {total} test images misclassified"
+    if len(rows) > GALLERY_LIMIT:
+        title += f", the {GALLERY_LIMIT} most confident shown"
+    gallery_figure(rows, pictures, hashes, total, title + title_note(note),
+                   os.path.join(out_dir, "misclassified.png"))
+    atomic.write_table(os.path.join(out_dir, "misclassified.csv"),
+                       ["filename", "sha256", "true", "predicted", "confidence", "note"],
+                       [[str(filenames[index]), str(hashes[index]), true, predicted, f"{confidence:.4f}", note]
+                        for index, true, predicted, confidence in rows])
 
 
 def main(argv=None):
@@ -194,7 +323,14 @@ def main(argv=None):
     compare.add_argument("--metrics", nargs="+", required=True)
     compare.add_argument("--evaluations", nargs="*", default=[],
                          help="evaluation.json files, each prefixed by its experiment: NAME=PATH")
+    compare.add_argument("--selected", help="selected.json: the experiment chosen on validation")
     compare.add_argument("--output", required=True)
+    wrong = commands.add_parser("gallery", help="the misclassified test images of one experiment")
+    wrong.add_argument("--predictions", required=True, help="test_predictions.npz")
+    wrong.add_argument("--tfrecords", nargs="+", required=True, help="the test split's TFRecord shards")
+    wrong.add_argument("--description", required=True, help="metrics.json (or model.json): labels and note")
+    wrong.add_argument("--experiment", default="", help="its name, for the title")
+    wrong.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     if args.command == "data":
         data_summary(args.structure_summary, args.split_summary, args.output)
@@ -202,12 +338,14 @@ def main(argv=None):
         training(args.history, args.metrics, args.out_dir)
     elif args.command == "deployment":
         deployment(args.evaluations, args.benchmarks, args.benchmarks_csv, args.out_dir)
+    elif args.command == "gallery":
+        gallery(args.predictions, args.tfrecords, args.description, args.out_dir, args.experiment)
     else:
         groups = {name: [] for name in args.names}
         for item in args.evaluations:
             name, path = item.split("=", 1)
             groups[name].append(path)
-        experiments(args.names, args.metrics, [groups[name] for name in args.names], args.output)
+        experiments(args.names, args.metrics, [groups[name] for name in args.names], args.output, args.selected)
 
 
 if __name__ == "__main__":

@@ -47,19 +47,21 @@ def exported(tmp_path_factory):
     split_features = {split: features(setup, backbones["FP32"], split, "plain", root)
                       for split in ("train", "validation", "test")}
     from scripts.model import retrain
-    outputs = {name: str(root / "model" / name) for name in ("head.npz", "history.csv", "tb", "metrics.json")}
-    retrain.run({**split_features, "augmented": [], "validation_views": [], "test_views": []}, setup["labels"],
-                setup["json"], {"train": TRAIN_SETTINGS}, dict(zip(("head", "history", "tensorboard", "metrics"),
-                                                                   outputs.values())), "x")
-    head = outputs["head.npz"]
+    test_views = [features(setup, backbones["FP32"], "test", "view4", root)]
+    names = ("head", "history", "tensorboard", "metrics", "predictions")
+    files = ("head.npz", "history.csv", "tb", "metrics.json", "test_predictions.npz")
+    outputs = {name: str(root / "model" / file) for name, file in zip(names, files)}
+    retrain.run({**split_features, "augmented": [], "validation_views": [], "test_views": test_views},
+                setup["labels"], setup["json"], {"train": TRAIN_SETTINGS}, outputs, "x")
+    head = outputs["head"]
     model = {name: str(root / "model" / file) for name, file in (
         ("pb", "frozen_model.pb"), ("json", "model.json"), ("labels", "labels.json"),
-        ("check", "freeze_check.json"), ("predictions", "test_predictions.npz"))}
+        ("check", "freeze_check.json"))}
     views = [0, 4]
     freeze.freeze({"backbone_pb": setup["pb"], "backbone_json": setup["json"], "head": head,
                    "labels": setup["labels"], "test_tfrecords": [setup["test"]],
                    "test_features": split_features["test"],
-                   "test_view_features": [features(setup, backbones["FP32"], "test", "view4", root)]},
+                   "test_view_features": test_views},
                   model, {"views": views, "central_fraction": 1.0, "resize": "bilinear", "check_images": 8,
                           "tolerance": 1e-3}, 2)
     deployed = {}
@@ -72,6 +74,7 @@ def exported(tmp_path_factory):
             {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, precision, 8, 1e-3, 2)
         deployed[precision] = {"xml": str(out / "model.xml"), "json": str(out / "ir.json"), "test": test,
                                "description": description}
+    model["predictions"] = outputs["predictions"]
     return {"root": root, "setup": setup, "backbones": backbones, "head": head, "model": model,
             "deployed": deployed}
 

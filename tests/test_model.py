@@ -165,8 +165,9 @@ def train_head(setup, folder, train=None, views=(), augmented=(), **overrides):
              "test": features_of(setup, "test"), "augmented": list(augmented),
              "validation_views": [features_of(setup, "validation", kind=f"view{view}") for view in views],
              "test_views": [features_of(setup, "test", kind=f"view{view}") for view in views]}
-    outputs = {name: str(folder / name) for name in ("head.npz", "history.csv", "tensorboard", "metrics.json")}
-    outputs = dict(zip(("head", "history", "tensorboard", "metrics"), outputs.values()))
+    files = ("head.npz", "history.csv", "tensorboard", "metrics.json", "test_predictions.npz")
+    outputs = dict(zip(("head", "history", "tensorboard", "metrics", "predictions"),
+                       (str(folder / name) for name in files)))
     settings = {"train": {**TRAIN_SETTINGS, **(train or {})}, **overrides}
     return retrain.run(paths, setup["labels"], setup["json"], settings, outputs, "x"), outputs
 
@@ -274,8 +275,8 @@ def freeze_model(setup, head_path, folder, views=(0,), test_features=None, toler
              "labels": setup["labels"], "test_tfrecords": [setup["test"]],
              "test_features": test_features or features_of(setup, "test"), "test_view_features": view_files}
     outputs = {name: str(folder / file) for name, file in (
-        ("pb", "frozen_model.pb"), ("json", "model.json"), ("labels", "labels.json"), ("check", "freeze_check.json"),
-        ("predictions", "test_predictions.npz"))}
+        ("pb", "frozen_model.pb"), ("json", "model.json"), ("labels", "labels.json"),
+        ("check", "freeze_check.json"))}
     settings = {"views": list(views), "central_fraction": 1.0, "resize": "bilinear", "check_images": 8,
                 "tolerance": tolerance}
     return freeze.freeze(paths, outputs, settings, 2), outputs
@@ -284,9 +285,9 @@ def freeze_model(setup, head_path, folder, views=(0,), test_features=None, toler
 @pytest.fixture(scope="module")
 def frozen(setup, tmp_path_factory):
     folder = tmp_path_factory.mktemp("frozen")
-    _, outputs = train_head(setup, folder, {"hidden_units": 8})
+    _, outputs = train_head(setup, folder, {"hidden_units": 8}, views=(4,))
     (check, _), files = freeze_model(setup, outputs["head"], folder, views=(0, 4))
-    return folder, check, files
+    return folder, check, {**files, "predictions": outputs["predictions"]}
 
 
 def test_the_frozen_model_reproduces_the_head_with_test_time_views(setup, frozen):
@@ -298,7 +299,7 @@ def test_the_frozen_model_reproduces_the_head_with_test_time_views(setup, frozen
     assert contract["preprocessing"]["input_size"] == 224 and contract["preprocessing"]["central_fraction"] == 1.0
     assert contract["labels"] == mobilenet.LABELS and contract["hidden_units"] == 8
     assert contract["test_time_views"] == [0, 4]
-    reference = formats.read_predictions(files["predictions"])  # the IRs' reference, from cached features
+    reference = formats.read_predictions(files["predictions"])  # retrain's, from cached features: the IRs' reference
     assert reference["probabilities"].shape == (15, 3) and len(reference["filenames"]) == 15
     np.testing.assert_allclose(reference["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
     model = GraphModel(files["pb"], "input", "final_result")

@@ -8,6 +8,8 @@ TF-Slim imports it from here.
 import importlib
 import sys
 
+from scripts.core import quiet
+
 _LEGACY_LAYERS = ("base", "convolutional", "core", "normalization", "pooling",
                   "variable_scope_shim", "migration_utils")
 
@@ -22,6 +24,7 @@ def _alias_legacy_tf_layers():
 
 def tf_v1():
     """TensorFlow's v1 API with eager execution off (graph mode)."""
+    quiet.import_tensorflow()  # without its start-up noise (scripts/core/quiet.py)
     import tensorflow.compat.v1 as tf
     tf.disable_eager_execution()
     tf.get_logger().setLevel("ERROR")
@@ -30,6 +33,7 @@ def tf_v1():
 
 def tf_slim():
     """The ``tf_slim`` package, importable after the alias above."""
+    quiet.import_tensorflow()
     _alias_legacy_tf_layers()
     import tf_slim as slim
     return slim

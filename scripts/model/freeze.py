@@ -10,14 +10,12 @@ contract, the views and the labels.
 Before the model is written, a check reloads the serialized graph, runs a sample of
 real test images through it and compares with the trained head on the cached features
 of the same images; any difference beyond the tolerance fails the job and leaves no
-model behind. ``test_predictions.npz`` holds the trained model's softmax on the whole
-test split, from the cached features (no image goes through the backbone again): the
-reference the OpenVINO IRs are evaluated against.
+model behind.
 
     python -m scripts.model.freeze --backbone-pb P --backbone-json J --head H --labels L \
         --test-tfrecords T... --test-features F --test-view-features V... --views 0 4 \
         --central-fraction 1.0 --resize bilinear --check-images 32 --tolerance 0.001 \
-        --output-pb M --output-json MJ --output-labels ML --output-check C --output-predictions P
+        --output-pb M --output-json MJ --output-labels ML --output-check C
 """
 import argparse
 
@@ -101,8 +99,6 @@ def freeze(paths, outputs, settings, threads):
         check = sample_check(model, contract["preprocessing"], paths["test_tfrecords"], reference,
                              settings["check_images"], settings["tolerance"], threads, "freeze")
         atomic.write_json(outputs["check"], check)
-        formats.write_predictions(outputs["predictions"], probabilities, test["labels"], test["sha256"],
-                                  test["filenames"])
     formats.write_labels(outputs["labels"], labels)
     atomic.write_json(outputs["json"], contract)
     return check, contract
@@ -123,12 +119,12 @@ def main(argv=None):
     parser.add_argument("--check-images", type=int, required=True)
     parser.add_argument("--tolerance", type=float, required=True, help="largest allowed probability difference")
     parser.add_argument("--threads", type=int, required=True)
-    for name in ("pb", "json", "labels", "check", "predictions"):
+    for name in ("pb", "json", "labels", "check"):
         parser.add_argument(f"--output-{name}", required=True)
     args = parser.parse_args(argv)
     paths = {key: getattr(args, key) for key in ("backbone_pb", "backbone_json", "head", "labels", "test_tfrecords",
                                                  "test_features", "test_view_features")}
-    outputs = {name: getattr(args, f"output_{name}") for name in ("pb", "json", "labels", "check", "predictions")}
+    outputs = {name: getattr(args, f"output_{name}") for name in ("pb", "json", "labels", "check")}
     settings = {"views": args.views, "central_fraction": args.central_fraction, "resize": args.resize,
                 "check_images": args.check_images, "tolerance": args.tolerance}
     check, contract = freeze(paths, outputs, settings, args.threads)

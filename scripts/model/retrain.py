@@ -5,12 +5,13 @@ is small enough that plain mini-batch training is fast, and it is bit-for-bit
 reproducible on one machine for a given seed. TensorFlow is not needed (TensorBoard
 events are written with TensorBoard's own protos).
 
-Outputs: head.npz (scripts/core/head.py), history.csv, TensorBoard events, metrics.json.
+Outputs: head.npz (scripts/core/head.py), history.csv, TensorBoard events, metrics.json,
+test_predictions.npz (the trained model's test-split softmax, from the cached features).
 Validation and test metrics average the probabilities of the test-time views given.
 
     python -m scripts.model.retrain train --train T --validation V --test X --labels L \
         --backbone-json B --settings JSON --experiment NAME --output-head H --output-history C \
-        --output-tensorboard D --output-metrics M
+        --output-tensorboard D --output-metrics M --output-predictions P
     python -m scripts.model.retrain score ... --head H --history C --mode finetune --output-metrics M
 """
 import argparse
@@ -228,17 +229,26 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment):
     head_lib.save(outputs["head"], head)
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)
-    metrics = metrics_record(experiment, "head", backbone, settings, summary,
+    metrics = metrics_record(experiment, "head", backbone, settings, summary, labels,
                              evaluate(head, {"train": [formats.read_bottlenecks(paths["train"])], **splits}, labels))
+    write_test_predictions(outputs["predictions"], head, splits["test"])
     atomic.write_json(outputs["metrics"], metrics)
     return metrics
 
 
-def metrics_record(experiment, mode, backbone, settings, summary, splits):
+def write_test_predictions(path, head, views):
+    """The trained model's test-split softmax (views averaged): the deployed IRs' reference, and the gallery's."""
+    probs = head_lib.view_probabilities(head, [view["features"] for view in views])
+    test = views[0]
+    formats.write_predictions(path, probs, test["labels"], test["sha256"], test["filenames"])
+
+
+def metrics_record(experiment, mode, backbone, settings, summary, labels, splits):
     return {
         "schema_version": 2,
         "experiment": experiment,
         "mode": mode,
+        "labels": labels,
         "untrained_backbone": backbone["untrained"],
         "note": note(backbone["untrained"]),
         "settings": settings,
@@ -247,7 +257,7 @@ def metrics_record(experiment, mode, backbone, settings, summary, splits):
     }
 
 
-def score(head_path, labels_path, backbone_json, settings, paths, output, experiment, mode, history_csv):
+def score(head_path, labels_path, backbone_json, settings, paths, outputs, experiment, mode, history_csv):
     """metrics.json of a head trained elsewhere (fine-tuning) on its backbone's cached features."""
     head = head_lib.load(head_path)
     labels = formats.read_labels(labels_path)
@@ -258,9 +268,10 @@ def score(head_path, labels_path, backbone_json, settings, paths, output, experi
     best = min(history, key=lambda row: float(row["validation_loss"])) if history else {"epoch": 0}
     summary = {"epochs_run": len(history), "best_epoch": int(best["epoch"]), "monitored": "validation",
                "stopped_early": False}
-    metrics = metrics_record(experiment, mode, atomic.read_json(backbone_json), settings, summary,
+    metrics = metrics_record(experiment, mode, atomic.read_json(backbone_json), settings, summary, labels,
                              evaluate(head, splits, labels))
-    atomic.write_json(output, metrics)
+    write_test_predictions(outputs["predictions"], head, splits["test"])
+    atomic.write_json(outputs["metrics"], metrics)
     return metrics
 
 
@@ -282,7 +293,7 @@ def main(argv=None):
     fit = commands.add_parser("train", help="train a head and write it with its history and metrics")
     add_feature_arguments(fit)
     fit.add_argument("--augmented", nargs="*", default=[], help="features of augmented training copies")
-    for name in ("head", "history", "tensorboard", "metrics"):
+    for name in ("head", "history", "tensorboard", "metrics", "predictions"):
         fit.add_argument(f"--output-{name}", required=True)
     scoring = commands.add_parser("score", help="metrics.json of a given head (fine-tuning)")
     add_feature_arguments(scoring)
@@ -290,17 +301,20 @@ def main(argv=None):
     scoring.add_argument("--history", required=True, help="the fine-tuning history.csv")
     scoring.add_argument("--mode", required=True)
     scoring.add_argument("--output-metrics", required=True)
+    scoring.add_argument("--output-predictions", required=True, help="test_predictions.npz")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     paths = {"train": args.train, "validation": args.validation, "test": args.test,
              "validation_views": args.validation_views, "test_views": args.test_views,
              "augmented": getattr(args, "augmented", [])}
     if args.command == "train":
-        outputs = {name: getattr(args, f"output_{name}") for name in ("head", "history", "tensorboard", "metrics")}
+        names = ("head", "history", "tensorboard", "metrics", "predictions")
+        outputs = {name: getattr(args, f"output_{name}") for name in names}
         metrics = run(paths, args.labels, args.backbone_json, settings, outputs, args.experiment)
     else:
-        metrics = score(args.head, args.labels, args.backbone_json, settings, paths, args.output_metrics,
-                        args.experiment, args.mode, args.history)
+        outputs = {"metrics": args.output_metrics, "predictions": args.output_predictions}
+        metrics = score(args.head, args.labels, args.backbone_json, settings, paths, outputs, args.experiment,
+                        args.mode, args.history)
     for split in ("validation", "test"):
         print(f"{split} accuracy: {metrics['splits'][split]['accuracy']:.4f}{note_suffix(metrics['note'])}")
 

@@ -354,3 +354,26 @@ wildcard_constraints:
     kind=r"plain|view[1-7]|aug-[0-9a-f]{8}",
     shard=r"\d{5}",
     num_shards=r"\d{5}",
+
+
+# ------------------------------------------------------------------ console and report additions
+# (branch `console`, issue 15: the misclassified-images gallery of each experiment)
+def console_report_targets():
+    return [f"{RESULTS}/{experiment}/report/misclassified.png" for experiment in EXPERIMENTS]
+
+
+def selected_json():
+    """results/selected.json where a rule makes it (selection on validation), else nothing."""
+    path = f"{RESULTS}/selected.json"
+    return [path] if any(path in map(str, rule.output) for rule in workflow.rules) else []
+
+
+def current_outputs():
+    """The outputs of this run's jobs, made now or found up to date (None: unknown).
+
+    The end-of-run summary (onsuccess) shows only these as the run's results.
+    """
+    try:
+        return {str(path) for job in workflow.dag.jobs for path in job.output}
+    except AttributeError:  # Snakemake's DAG is not a public API
+        return None

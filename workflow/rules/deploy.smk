@@ -58,7 +58,7 @@ rule evaluate_ir:
         head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
         test_features=lambda wildcards: features(wildcards.experiment, "test", wildcards.precision),
         test_view_features=lambda wildcards: view_features(wildcards.experiment, "test", wildcards.precision),
-        reference=f"{MODEL_DIR}/test_predictions.npz",
+        reference=lambda wildcards: f"{model_dir(wildcards.experiment)}/test_predictions.npz",
         code=code("deploy/evaluate_ir"),
     output:
         f"{IR_DIR}/evaluation.json",

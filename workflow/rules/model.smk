@@ -215,6 +215,7 @@ rule retrain:
         history=f"{RESULTS}/{{experiment}}/model/history.csv",
         tensorboard=directory(f"{RESULTS}/{{experiment}}/model/tensorboard"),
         metrics=f"{RESULTS}/{{experiment}}/model/metrics.json",
+        predictions=f"{RESULTS}/{{experiment}}/model/test_predictions.npz",
     params:
         settings=lambda wildcards: head_settings(wildcards.experiment),
     log:
@@ -233,7 +234,8 @@ rule retrain:
         " --test {input.test:q} --test-views {input.test_views:q} --labels {input.labels:q}"
         " --backbone-json {input.info:q} --settings {params.settings:q} --experiment {wildcards.experiment}"
         " --output-head {output.head:q} --output-history {output.history:q}"
-        " --output-tensorboard {output.tensorboard:q} --output-metrics {output.metrics:q} > {log} 2>&1"
+        " --output-tensorboard {output.tensorboard:q} --output-metrics {output.metrics:q}"
+        " --output-predictions {output.predictions:q} > {log} 2>&1"
 
 
 rule finetune:
@@ -288,6 +290,7 @@ rule score_finetune:
         code=code("model/retrain"),
     output:
         metrics=f"{RESULTS}/{{experiment}}/finetune/metrics.json",
+        predictions=f"{RESULTS}/{{experiment}}/finetune/test_predictions.npz",
     params:
         settings=lambda wildcards: head_settings(wildcards.experiment),
     log:
@@ -305,7 +308,8 @@ rule score_finetune:
         " --train {input.train:q} --validation {input.validation:q}"
         " --validation-views {input.validation_views:q} --test {input.test:q} --test-views {input.test_views:q}"
         " --labels {input.labels:q} --backbone-json {input.info:q} --settings {params.settings:q}"
-        " --experiment {wildcards.experiment} --output-metrics {output.metrics:q} > {log} 2>&1"
+        " --experiment {wildcards.experiment} --output-metrics {output.metrics:q}"
+        " --output-predictions {output.predictions:q} > {log} 2>&1"
 
 
 checkpoint select:
@@ -349,7 +353,6 @@ rule freeze:
         info=f"{RESULTS}/{{experiment}}/model/model.json",
         labels=f"{RESULTS}/{{experiment}}/model/labels.json",
         check=f"{RESULTS}/{{experiment}}/model/freeze_check.json",
-        predictions=f"{RESULTS}/{{experiment}}/model/test_predictions.npz",
     params:
         views=lambda wildcards: test_time_views(wildcards.experiment),
         central_fraction=lambda wildcards: settings(wildcards.experiment)["preprocess"]["central_fraction"],
@@ -373,4 +376,4 @@ rule freeze:
         " --views {params.views} --central-fraction {params.central_fraction} --resize {params.resize}"
         " --check-images {params.check_images} --tolerance {params.tolerance} --threads {threads}"
         " --output-pb {output.pb:q} --output-json {output.info:q} --output-labels {output.labels:q}"
-        " --output-check {output.check:q} --output-predictions {output.predictions:q} > {log} 2>&1"
+        " --output-check {output.check:q} > {log} 2>&1"

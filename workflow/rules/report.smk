@@ -86,11 +86,13 @@ rule report_experiments:
     """One table comparing every experiment."""
     input:
         metrics=[final_metrics(experiment) for experiment in EXPERIMENTS],
+        selected=f"{RESULTS}/selected.json",
         code=code("report"),
     output:
         report(f"{REPORT}/experiments.csv", caption="../report/experiments.rst", category="Experiments"),
     params:
         names=EXPERIMENTS,
+        selected=lambda wildcards, input: f"--selected {shlex.quote(input.selected)}",
     log:
         f"{LOGS}/report_experiments.log",
     benchmark:
@@ -103,4 +105,32 @@ rule report_experiments:
         env("report")
     shell:
         "python -m scripts.report experiments --names {params.names:q} --metrics {input.metrics:q}"
-        " --output {output:q} > {log} 2>&1"
+        " {params.selected} --output {output:q} > {log} 2>&1"
+
+
+rule report_gallery:
+    """The misclassified test images of one experiment, beside its confusion matrices."""
+    input:
+        predictions=lambda wildcards: f"{model_dir(wildcards.experiment)}/test_predictions.npz",
+        description=lambda wildcards: final_metrics(wildcards.experiment),
+        tfrecords=tfrecord_shards("test"),
+        code=code("report"),
+    output:
+        gallery=experiment_report("misclassified.png", "misclassified.rst", "Training"),
+        table=experiment_report("misclassified.csv", "misclassified.rst", "Training"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.gallery),
+    log:
+        f"{LOGS}/{{experiment}}/report_gallery.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/report_gallery.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        env("report")
+    shell:
+        "python -m scripts.report gallery --predictions {input.predictions:q} --tfrecords {input.tfrecords:q}"
+        " --description {input.description:q} --experiment {wildcards.experiment:q} --out-dir {params.out_dir:q}"
+        " > {log} 2>&1"
