@@ -40,3 +40,38 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_write(tmp_path):
 def test_tables_round_trip(tmp_path):
     atomic.write_table(str(tmp_path / "t.tsv"), ["a", "b"], [["x y", 1], ["é", 2]])
     assert atomic.read_table(str(tmp_path / "t.tsv")) == [{"a": "x y", "b": "1"}, {"a": "é", "b": "2"}]
+
+
+def deep_tree(root, depth):
+    """``depth`` nested folders below ``root`` with a file at the bottom; returns the bottom folder."""
+    folder = str(root)
+    os.mkdir(folder)
+    for _ in range(depth):
+        folder = os.path.join(folder, "d")
+        os.mkdir(folder)
+    open(os.path.join(folder, "leaf"), "w").close()
+    return folder
+
+
+def test_remove_tree_handles_trees_deeper_than_the_recursion_limit(tmp_path):
+    deep_tree(tmp_path / "deep", 1500)  # shutil.rmtree raises RecursionError here
+    atomic.remove_tree(str(tmp_path / "deep"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_remove_tree_removes_links_but_not_their_targets(tmp_path):
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "file").write_text("kept")
+    (tmp_path / "tree").mkdir()
+    os.symlink(tmp_path / "keep", tmp_path / "tree" / "folder-link")
+    os.symlink(tmp_path / "keep" / "file", tmp_path / "tree" / "file-link")
+    atomic.remove_tree(str(tmp_path / "tree"))
+    assert os.listdir(tmp_path) == ["keep"] and (tmp_path / "keep" / "file").read_text() == "kept"
+
+
+def test_a_folder_write_replaces_a_deep_old_folder_and_a_deep_leftover(tmp_path):
+    deep_tree(tmp_path / "folder", 1200)
+    deep_tree(tmp_path / ".folder.tmp-dead", 1200)
+    with atomic.atomic_dir(str(tmp_path / "folder")) as temp:
+        open(os.path.join(temp, "new"), "w").close()
+    assert os.listdir(tmp_path) == ["folder"] and os.listdir(tmp_path / "folder") == ["new"]
