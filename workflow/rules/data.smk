@@ -53,7 +53,7 @@ rule download_dataset:
 
 
 rule extract_dataset:
-    """Unpack the archive safely: no path may escape the target, size is capped."""
+    """Unpack the archive safely: no path may escape the target; size, member count and depth are capped."""
     input:
         archive=dataset_download(),
         code=code("data/archive"),
@@ -61,6 +61,8 @@ rule extract_dataset:
         directory(f"{DATA}/raw"),
     params:
         max_bytes=config["download"]["max_extract_bytes"],
+        max_members=config["download"]["max_members"],
+        max_depth=config["download"]["max_depth"],
     log:
         f"{LOGS}/extract_dataset.log",
     benchmark:
@@ -73,7 +75,8 @@ rule extract_dataset:
         env("data")
     shell:
         "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
-        " --max-bytes {params.max_bytes} > {log} 2>&1"
+        " --max-bytes {params.max_bytes} --max-members {params.max_members} --max-depth {params.max_depth}"
+        " > {log} 2>&1"
 
 
 rule structure:
