@@ -1,5 +1,6 @@
 """Atomic outputs: nothing under the final name until the write is complete."""
 import os
+import subprocess
 
 import pytest
 
@@ -42,6 +43,14 @@ def test_tables_round_trip(tmp_path):
     assert atomic.read_table(str(tmp_path / "t.tsv")) == [{"a": "x y", "b": "1"}, {"a": "é", "b": "2"}]
 
 
+@pytest.fixture
+def deep_tmp(tmp_path):
+    """tmp_path, emptied by rm -rf afterwards even if the test fails: pytest's own cleanup
+    (shutil.rmtree) would hit the recursion limit on a tree left behind."""
+    yield tmp_path
+    subprocess.run(["rm", "-rf", "--", str(tmp_path)], check=True)
+
+
 def deep_tree(root, depth):
     """``depth`` nested folders below ``root`` with a file at the bottom; returns the bottom folder."""
     folder = str(root)
@@ -53,7 +62,8 @@ def deep_tree(root, depth):
     return folder
 
 
-def test_remove_tree_handles_trees_deeper_than_the_recursion_limit(tmp_path):
+def test_remove_tree_handles_trees_deeper_than_the_recursion_limit(deep_tmp):
+    tmp_path = deep_tmp
     deep_tree(tmp_path / "deep", 1500)  # shutil.rmtree raises RecursionError here
     atomic.remove_tree(str(tmp_path / "deep"))
     assert os.listdir(tmp_path) == []
@@ -69,7 +79,8 @@ def test_remove_tree_removes_links_but_not_their_targets(tmp_path):
     assert os.listdir(tmp_path) == ["keep"] and (tmp_path / "keep" / "file").read_text() == "kept"
 
 
-def test_a_folder_write_replaces_a_deep_old_folder_and_a_deep_leftover(tmp_path):
+def test_a_folder_write_replaces_a_deep_old_folder_and_a_deep_leftover(deep_tmp):
+    tmp_path = deep_tmp
     deep_tree(tmp_path / "folder", 1200)
     deep_tree(tmp_path / ".folder.tmp-dead", 1200)
     with atomic.atomic_dir(str(tmp_path / "folder")) as temp:
