@@ -5,8 +5,8 @@ import itertools
 import pytest
 
 from scripts.core import atomic, formats
-from scripts.data import split
 from scripts.core.errors import PipelineError
+from scripts.data import split
 
 
 def fake_index(path, count, labels=("healthy", "ALL", "blast"), start=0):
@@ -71,6 +71,19 @@ def test_labels_are_sorted_and_summary_lists_every_class_in_every_split(tmp_path
     assert labels == ["C", "a", "b", "ä"]
     assert sorted(summary) == ["test", "train", "validation"]
     assert all(list(per_class) == labels for per_class in summary.values())
+
+
+def test_labels_file_cannot_be_mis_split(tmp_path):
+    # Names that would shift every label of a line-per-name file round-trip unchanged.
+    labels = ["new\nline", "tab\there", "line\u2028sep", "café", " spaced "]
+    formats.write_labels(tmp_path / "labels.json", labels)
+    assert formats.read_labels(tmp_path / "labels.json") == labels
+
+
+def test_labels_file_with_a_name_twice_is_refused(tmp_path):
+    (tmp_path / "labels.json").write_text('["a", "b", "a"]')
+    with pytest.raises(PipelineError, match="listed twice"):
+        formats.read_labels(tmp_path / "labels.json")
 
 
 def test_class_without_training_images_is_an_error(tmp_path):
