@@ -80,7 +80,8 @@ rule extract_dataset:
 
 
 rule structure:
-    """One folder per class, every image decoded and RGB; rejects and duplicates listed."""
+    """Every image decoded; index of the kept ones per class (plain RGB JPEGs used in place,
+    others converted to PNG under images/); rejects and duplicates listed."""
     input:
         raw=raw_tree(),
         code=code("data/structure"),
@@ -94,8 +95,12 @@ rule structure:
         layout=config["dataset"]["layout"],
         filename_regex=config["dataset"]["filename_regex"] or "",
         class_map=json.dumps(config["dataset"]["class_map"]),  # key order matters: first match wins
+        max_image_bytes=config["dataset"]["max_image_bytes"],
     log:
-        f"{LOGS}/structure.log",
+        # Copies of the tables that errors point to: Snakemake deletes a failed job's outputs, not its logs.
+        messages=f"{LOGS}/structure.log",
+        rejects=f"{LOGS}/structure_rejects.tsv",
+        duplicates=f"{LOGS}/structure_duplicates.tsv",
     benchmark:
         f"{RUNTIME}/structure.tsv"
     threads: 2
@@ -109,7 +114,8 @@ rule structure:
         " --index {output.index:q} --rejects {output.rejects:q} --duplicates {output.duplicates:q}"
         " --summary {output.summary:q} --layout {params.layout}"
         " --filename-regex={params.filename_regex:q} --class-map {params.class_map:q}"
-        " --threads {threads} > {log} 2>&1"
+        " --max-image-bytes {params.max_image_bytes} --rejects-copy {log.rejects:q}"
+        " --duplicates-copy {log.duplicates:q} --threads {threads} > {log.messages:q} 2>&1"
 
 
 rule split:
@@ -146,6 +152,9 @@ rule tfrecord_shard:
     """One TFRecord shard of one split (TF-Slim feature keys)."""
     input:
         manifest=f"{DATA}/manifest.tsv",
+        # The images the manifest names: in place in the raw tree, or converted under images/.
+        raw=raw_tree(),
+        images=f"{DATA}/images",
         code=code("data/tfrecord_shard"),
     output:
         f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
