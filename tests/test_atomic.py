@@ -9,11 +9,10 @@ from scripts.core import atomic
 
 def test_a_failed_write_leaves_neither_output_nor_temporary(tmp_path):
     target = tmp_path / "out.txt"
-    with pytest.raises(RuntimeError):
-        with atomic.atomic_path(str(target)) as temp:
-            with open(temp, "w") as handle:
-                handle.write("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic.atomic_path(str(target)) as temp:
+        with open(temp, "w") as handle:
+            handle.write("half")
+        raise RuntimeError("killed")
     assert os.listdir(tmp_path) == []
 
 
@@ -21,10 +20,9 @@ def test_a_failed_folder_write_keeps_the_old_folder(tmp_path):
     target = tmp_path / "folder"
     target.mkdir()
     (target / "old").write_text("kept")
-    with pytest.raises(RuntimeError):
-        with atomic.atomic_dir(str(target)) as temp:
-            open(os.path.join(temp, "new"), "w").close()
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic.atomic_dir(str(target)) as temp:
+        open(os.path.join(temp, "new"), "w").close()
+        raise RuntimeError("killed")
     assert os.listdir(target) == ["old"] and os.listdir(tmp_path) == ["folder"]
 
 

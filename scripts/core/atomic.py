@@ -95,9 +95,8 @@ def atomic_dir(final_dir):
 
 
 def write_bytes(path, data):
-    with atomic_path(path) as temp:
-        with open(temp, "wb") as handle:
-            handle.write(data)
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        handle.write(data)
 
 
 def write_text(path, text):
@@ -115,11 +114,10 @@ def _delimiter(path):
 
 def write_table(path, header, rows):
     """Write a table with a header line; the delimiter follows the name (.csv or .tsv)."""
-    with atomic_path(path) as temp:
-        with open(temp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter=_delimiter(path), lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
+    with atomic_path(path) as temp, open(temp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=_delimiter(path), lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def read_table(path):
