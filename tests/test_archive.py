@@ -279,6 +279,56 @@ def test_compressed_bomb_is_refused_at_its_header_within_seconds(tmp_path, kind)
     assert time.monotonic() - started < 2, message
 
 
+def extended_header(kind, contents):
+    """A raw tar header of ``kind`` (pax "x", GNU long name "L") with its contents, padded to blocks."""
+    info = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    info.type, info.size = kind, len(contents)
+    padding = -len(contents) % tarfile.BLOCKSIZE
+    return info.tobuf(tarfile.GNU_FORMAT) + contents + bytes(padding)
+
+
+def raw_tar(*parts, end=True):
+    """Raw tar bytes: ``parts`` (bytes), then a small file and the end marker."""
+    info, data = tar_member("c/x.txt", b"x")
+    last = info.tobuf(tarfile.GNU_FORMAT) + data.read().ljust(tarfile.BLOCKSIZE, b"\0")
+    return b"".join(parts) + last + (bytes(2 * tarfile.BLOCKSIZE) if end else b"")
+
+
+def test_huge_extended_header_is_refused_before_it_is_read_into_memory(tmp_path):
+    size = 64 << 20
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, size
+    archive = tmp_path / "long.tar.bz2"
+    archive.write_bytes(bz2.compress(info.tobuf(tarfile.GNU_FORMAT) + bytes(size) + raw_tar()))
+    assert_refused(archive, tmp_path, f"a tar extended header of {size} bytes")
+
+
+def test_pax_header_made_to_backtrack_is_refused_at_once(tmp_path):
+    # CVE-2024-6232: Python < 3.11.10 takes minutes over a long run of digits in a pax header.
+    archive = tmp_path / "redos.tar"
+    archive.write_bytes(raw_tar(extended_header(tarfile.XHDTYPE, b"1" * 200_000)))
+    started = time.monotonic()
+    assert_refused(archive, tmp_path, "run of over 64 digits")
+    assert time.monotonic() - started < 2
+
+
+def test_chain_of_extended_headers_is_refused_in_one_line(tmp_path):
+    # tarfile follows a chain of long-name headers by recursion.
+    archive = tmp_path / "chain.tgz"
+    archive.write_bytes(gzip.compress(raw_tar(*[extended_header(tarfile.GNUTYPE_LONGNAME, b"a" * 10)] * 3000)))
+    assert_refused(archive, tmp_path, "a chain of thousands of extended headers")
+
+
+@pytest.mark.parametrize("form", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_long_names_in_pax_and_gnu_headers_unpack(tmp_path, form):
+    name = "/".join(["n" * 150, "m" * 150, "photo 12345678901234567890.jpg"])
+    archive = tmp_path / "long.tgz"
+    with tarfile.open(archive, "w:gz", format=form) as tar:
+        info, data = tar_member(name, b"image", pax_headers={"comment": "caf\u00e9 " * 40})
+        tar.addfile(info, data)
+    assert extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP) == [name]
+
+
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])
 def test_too_many_members_are_refused(tmp_path, kind):
     names = {f"c/{number}.txt": b"" for number in range(60)}

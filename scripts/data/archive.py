@@ -40,6 +40,11 @@ DEFAULT_MAX_DEPTH = 32  # as download.max_depth
 MAX_PART_BYTES = 255  # longest file or folder name Linux and macOS file systems take
 MAX_PATH_BYTES = 1024  # a member's whole path: with the target's, well below PATH_MAX (4096)
 MAX_TRAILER_BYTES = 1 << 24  # after a compressed tar's end marker (padding to a record size)
+MAX_HEADER_BYTES = 1 << 20  # one extended tar header (pax, GNU long name), read whole into memory
+MAX_EXTENDED_BYTES = 1 << 26  # all extended headers of a tar together
+# A pax length or time has at most ~20 digits; Python < 3.11.10 parses pax headers with a
+# regex that backtracks quadratically over a long run of digits (CVE-2024-6232).
+LONG_DIGITS = re.compile(rb"[0-9]{65}")
 SHOWN_CHARS = 80  # of a member's name in an error line
 SUPPORTED = "zip, tar, tar.gz/.tgz, tar.bz2, tar.xz"
 OPENERS = {"tar": open, "tar.gz": gzip.open, "tar.bz2": bz2.open, "tar.xz": lzma.open}
@@ -68,6 +73,9 @@ def extract(archive_path, target_dir, max_bytes, max_members=DEFAULT_MAX_MEMBERS
             check_zip_count(archive_path, max_members)
         with atomic.atomic_dir(target_dir) as temp_dir, entries_of(archive_path, kind) as entries:
             return unpack(archive_path, entries, temp_dir, max_bytes, max_members, max_depth)
+    except RecursionError:  # tarfile reads a chain of extended headers recursively
+        raise PipelineError(f"{archive_path}: cannot unpack this {kind} archive: a chain of thousands of "
+                            "extended headers (corrupt or hostile)") from None
     except READ_ERRORS as error:
         if isinstance(error, OSError) and error.errno in DISK_FULL:
             raise  # run_cli reports a full disk as such
@@ -105,18 +113,41 @@ def looks_like_html(head):
 
 
 # ------------------------------------------------------------------ members
-class LastRead:
-    """A read-only stream that keeps its last read: the block at which tarfile stopped.
+class TarStream:
+    """The decompressed tar as tarfile reads it, watched except while a member's data is read.
 
-    tarfile ends quietly at a missing, short or damaged header as at the end marker,
-    so the block it stopped at must be looked at to tell them apart.
+    tarfile ends quietly at a missing, short or damaged header as at the end marker, so
+    the last header block read is kept to tell them apart. tarfile also reads each
+    extended header (pax, GNU long name) whole into memory, and some Pythons parse pax
+    headers in quadratic time (see LONG_DIGITS): such headers are refused before it sees them.
     """
 
-    def __init__(self, stream):
-        self.stream, self.last = stream, b""
+    def __init__(self, archive_path, stream):
+        self.archive_path, self.stream = archive_path, stream
+        self.last, self.reading_data, self.extended = b"", False, 0
+
+    @contextlib.contextmanager
+    def data_of(self, tar, member):
+        """A member's data, read unwatched."""
+        self.reading_data = True
+        try:
+            with tar.extractfile(member) as data:
+                yield data
+        finally:
+            self.reading_data = False
 
     def read(self, size=-1):
+        if self.reading_data:
+            return self.stream.read(size)
+        if size > tarfile.BLOCKSIZE:  # an extended header's contents
+            self.extended += size
+            if size > MAX_HEADER_BYTES or self.extended > MAX_EXTENDED_BYTES:
+                raise PipelineError(f"{self.archive_path}: a tar extended header of {size} bytes "
+                                    f"(at most {MAX_HEADER_BYTES}, {MAX_EXTENDED_BYTES} in all)")
         self.last = self.stream.read(size)
+        if size > tarfile.BLOCKSIZE and LONG_DIGITS.search(self.last):
+            raise PipelineError(f"{self.archive_path}: a tar extended header holds a run of over 64 digits "
+                                "(malformed or hostile)")
         return self.last
 
     def seek(self, offset, whence=os.SEEK_SET):
@@ -130,7 +161,7 @@ class LastRead:
 def tar_entries(archive_path, kind):
     # Opened here rather than by tarfile.open(path, "r:gz") so that the end can be checked.
     with OPENERS[kind](archive_path, "rb") as raw:
-        stream = LastRead(raw)
+        stream = TarStream(archive_path, raw)
         with tarfile.open(fileobj=stream, mode="r:") as tar:
             yield tar_members(archive_path, kind, tar, stream)
 
@@ -139,28 +170,29 @@ def tar_members(archive_path, kind, tar, stream):
     """The members one by one, each as its header is read (never all headers first)."""
     while (member := tar.next()) is not None:
         tar.members = []  # tarfile keeps every header it has read; we need none again
-        yield tar_entry(archive_path, tar, member)
+        yield tar_entry(archive_path, tar, member, stream)
     check_tar_end(archive_path, kind, stream)
 
 
-def tar_entry(archive_path, tar, member):
+def tar_entry(archive_path, tar, member, stream):
     if not (member.isreg() or member.isdir()):
         what = TAR_TYPE_NAMES.get(member.type, f"a special member (type {member.type!r})")
         refuse(archive_path, member.name, f"it is {what}")
     if member.isdir():
         return Entry(member.name, True, 0, None)
-    return Entry(member.name, False, member.size, lambda: tar.extractfile(member))
+    return Entry(member.name, False, member.size, lambda: stream.data_of(tar, member))
 
 
 def check_tar_end(archive_path, kind, stream):
     """Two zero blocks end a tar; a compressed one is then read to its end, so its checksum is checked."""
-    if stream.last != ZERO_BLOCK or stream.read(tarfile.BLOCKSIZE) != ZERO_BLOCK:
+    raw = stream.stream  # read on past tarfile, unwatched
+    if stream.last != ZERO_BLOCK or raw.read(tarfile.BLOCKSIZE) != ZERO_BLOCK:
         raise PipelineError(f"{archive_path}: the tar has no end-of-archive marker after its last member "
                             "(cut short, or damaged there)")
     if kind == "tar":
         return
     trailer = 0
-    while chunk := stream.read(CHUNK_BYTES):
+    while chunk := raw.read(CHUNK_BYTES):
         trailer += len(chunk)
         if trailer > MAX_TRAILER_BYTES:
             raise PipelineError(f"{archive_path}: more than {MAX_TRAILER_BYTES} bytes follow the tar's "
