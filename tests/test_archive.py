@@ -173,6 +173,16 @@ def test_streamed_bytes_are_counted_even_when_the_declared_size_passes(tmp_path)
     assert os.path.getsize(tmp_path / "big.bin") <= SMALL_CAP
 
 
+def test_zip_whose_members_share_their_data_is_refused(tmp_path):
+    # The overlapping-member zip bomb: several central entries point at one local header.
+    archive = write_zip(tmp_path / "overlap.zip", {"a.bin": bytes(100_000), "b.bin": bytes(100_000)})
+    data = bytearray(archive.read_bytes())
+    second = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 4)
+    data[second + 42:second + 46] = (0).to_bytes(4, "little")  # b.bin's local header offset: a.bin's
+    archive.write_bytes(bytes(data))
+    assert_refused(archive, tmp_path, "refusing member 'a.bin': its data overlaps the next member's")
+
+
 def test_zip_whose_header_understates_the_size_fails_cleanly(tmp_path):
     archive = write_zip(tmp_path / "liar.zip", {"big.bin": bytes(2 * SMALL_CAP)})
     data = bytearray(archive.read_bytes())

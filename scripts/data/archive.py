@@ -22,6 +22,7 @@ import contextlib
 import errno
 import gzip
 import hashlib
+import itertools
 import lzma
 import os
 import re
@@ -202,7 +203,20 @@ def check_tar_end(archive_path, kind, stream):
 @contextlib.contextmanager
 def zip_entries(archive_path, kind):
     with zipfile.ZipFile(archive_path) as archive:
+        check_zip_overlap(archive_path, archive.infolist())
         yield (zip_entry(archive_path, archive, info) for info in archive.infolist())
+
+
+def check_zip_overlap(archive_path, infos):
+    """Refuse members whose data overlap: one compressed stream unpacked many times is a zip bomb.
+
+    (Python's zipfile checks this itself only from 3.12 on.) A local header takes at least
+    30 bytes, so each member's data ends no sooner than its offset + 30 + compressed size.
+    """
+    starts = sorted((info.header_offset, info.compress_size, info.filename) for info in infos)
+    for (offset, size, name), (next_offset, _, _) in itertools.pairwise(starts):
+        if offset + 30 + size > next_offset:
+            refuse(archive_path, name, "its data overlaps the next member's (a zip bomb)")
 
 
 def check_zip_count(archive_path, max_members):
