@@ -397,6 +397,12 @@ def test_a_file_swapped_for_a_fifo_after_listing_is_not_waited_for(tmp_path, no_
     assert reason == f"{structure.UNREADABLE} ({structure.NOT_REGULAR})"
 
 
+def test_postscript_is_never_handed_to_ghostscript(tmp_path):
+    two_classes(tmp_path / "raw")
+    write(f"{tmp_path}/raw/a/evil.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    assert run(tmp_path).rejects == {"evil.jpg": structure.NOT_AN_IMAGE}
+
+
 def test_files_over_the_byte_cap_are_rejected_unread(tmp_path):
     raw = tmp_path / "raw"
     two_classes(raw)
