@@ -428,6 +428,16 @@ def test_over_long_names_are_refused_briefly(tmp_path, name, reason):
     assert f"({len(name)} characters)" in message
 
 
+def test_path_too_long_for_the_target_is_named_as_such(tmp_path):
+    # Each name and the whole member path are within the caps; the target's own path is long.
+    target = os.path.join(str(tmp_path), *["t" * 250] * 12, "raw")
+    os.makedirs(os.path.dirname(target))
+    archive = write_tar(tmp_path / "a.tgz", [tar_member("/".join(["m" * 200] * 5), b"x")])
+    with pytest.raises(PipelineError, match="a member's path is too long for the file system under"):
+        extract(archive, target, max_bytes=SMALL_CAP)
+    assert os.listdir(os.path.dirname(target)) == []
+
+
 def test_disk_full_is_not_reported_as_a_corrupt_archive(tmp_path, monkeypatch):
     def full(path):
         raise OSError(28, "No space left on device", path)

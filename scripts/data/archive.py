@@ -80,6 +80,9 @@ def extract(archive_path, target_dir, max_bytes, max_members=DEFAULT_MAX_MEMBERS
     except READ_ERRORS as error:
         if isinstance(error, OSError) and error.errno in DISK_FULL:
             raise  # run_cli reports a full disk as such
+        if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+            raise PipelineError(f"{archive_path}: a member's path is too long for the file system under "
+                                f"{target_dir}") from error
         reason = " ".join(str(error).split()) or type(error).__name__
         raise PipelineError(f"{archive_path}: cannot unpack this {kind} archive, "
                             f"truncated or corrupt? ({clip(reason)})") from error
