@@ -373,6 +373,7 @@ def test_only_regular_files_inside_the_folder_are_read(tmp_path, monkeypatch, no
     os.mkfifo(raw / "a" / "fifo.jpg")
     links = {"zero.jpg": "/dev/zero", "passwd.jpg": "/etc/passwd", "outside.jpg": f"{tmp_path}/elsewhere/out.jpg",
              "up.jpg": "../../elsewhere/out.jpg", "inside.jpg": ".store/kept.jpg", "folder.jpg": "../b",
+             "root.jpg": "../../raw",
              "dangling.jpg": "missing.jpg"}
     for name, target in links.items():
         os.symlink(target, raw / "a" / name)
@@ -383,7 +384,8 @@ def test_only_regular_files_inside_the_folder_are_read(tmp_path, monkeypatch, no
         result = run(tmp_path, threads=2)
     assert result.rejects == {
         "fifo.jpg": f"{structure.NOT_REGULAR} (a FIFO)", "socket.jpg": f"{structure.NOT_REGULAR} (a socket)",
-        "folder.jpg": f"{structure.NOT_REGULAR} (a folder)", "zero.jpg": structure.OUTSIDE_LINK,
+        "folder.jpg": f"{structure.NOT_REGULAR} (a link to a folder, not followed)",
+        "root.jpg": f"{structure.NOT_REGULAR} (a link to a folder, not followed)", "zero.jpg": structure.OUTSIDE_LINK,
         "passwd.jpg": structure.OUTSIDE_LINK, "outside.jpg": structure.OUTSIDE_LINK, "up.jpg": structure.OUTSIDE_LINK,
         "dangling.jpg": f"{structure.UNREADABLE} ([Errno 2] No such file or directory: "
                         f"'{raw / 'a' / 'dangling.jpg'}')"}

@@ -69,7 +69,7 @@ UNSAFE_FORMATS = ("EPS",)  # Pillow decodes EPS by running Ghostscript on the fi
 DEFAULT_MAX_IMAGE_BYTES = 100_000_000  # as dataset.max_image_bytes in config.yaml
 SHOWN_CHARS = 80  # of a name in an error line
 FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a link to a folder, not followed"}
 # Unicode categories a class name may not hold: controls (newline, tab, ...), undecodable
 # bytes (surrogates), and line/paragraph separators, which split lines as a newline does.
 BAD_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
@@ -135,7 +135,7 @@ def file_problem(root, path):
 
 
 def is_inside(path, folder):
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def has_undecodable(text):
