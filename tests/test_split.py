@@ -99,6 +99,17 @@ def test_class_without_training_images_is_an_error(tmp_path):
     assert not (tmp_path / "manifest.tsv").exists()
 
 
+def test_a_long_class_name_is_cut_short_in_the_error(tmp_path):
+    rows = fake_index(tmp_path / "index.tsv", 200, labels=("a", "b"))
+    lonely = next(sha256 for sha256 in (hashlib.sha256(f"x{n}".encode()).hexdigest() for n in itertools.count())
+                  if split.split_of(sha256, 0.1, 0.2) == "test")
+    rows.append(("out/r/one.jpg", "r" * 250, lonely, 8, 8, "raw/r/one.jpg"))
+    atomic.write_table(tmp_path / "index.tsv", ("path", "label", "sha256", "width", "height", "source"), rows)
+    with pytest.raises(PipelineError, match=r"\(250 characters\) in .* has no training images") as caught:
+        run(tmp_path, tmp_path / "index.tsv")
+    assert len(str(caught.value)) < 250 + len(str(tmp_path))
+
+
 @pytest.mark.parametrize("validation, test", [(0.5, 0.5), (-0.1, 0.2), (0.1, 1.0)])
 def test_bad_fractions_are_an_error_naming_the_key(tmp_path, validation, test):
     fake_index(tmp_path / "index.tsv", 10)
