@@ -1,15 +1,20 @@
 """scripts.archive on real tar and zip files built in tmp_path, good and hostile."""
+import bz2
+import gzip
 import io
+import lzma
 import os
 import stat
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 
 import pytest
 
 from scripts.core.errors import PipelineError
+from scripts.data import archive as archive_module
 from scripts.data.archive import Entry, extract, unpack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,6 +173,16 @@ def test_streamed_bytes_are_counted_even_when_the_declared_size_passes(tmp_path)
     assert os.path.getsize(tmp_path / "big.bin") <= SMALL_CAP
 
 
+def test_zip_whose_members_share_their_data_is_refused(tmp_path):
+    # The overlapping-member zip bomb: several central entries point at one local header.
+    archive = write_zip(tmp_path / "overlap.zip", {"a.bin": bytes(100_000), "b.bin": bytes(100_000)})
+    data = bytearray(archive.read_bytes())
+    second = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 4)
+    data[second + 42:second + 46] = (0).to_bytes(4, "little")  # b.bin's local header offset: a.bin's
+    archive.write_bytes(bytes(data))
+    assert_refused(archive, tmp_path, "refusing member 'a.bin': its data overlaps the next member's")
+
+
 def test_zip_whose_header_understates_the_size_fails_cleanly(tmp_path):
     archive = write_zip(tmp_path / "liar.zip", {"big.bin": bytes(2 * SMALL_CAP)})
     data = bytearray(archive.read_bytes())
@@ -216,9 +231,226 @@ def test_unknown_format_lists_the_supported_ones(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+# ---------------------------------------------------------------- issue 17: deep, bombs, counts, ends, names
+
+def assert_refused(archive, tmp_path, match, **limits):
+    """The archive is refused with one short line matching ``match``; nothing is left behind."""
+    before = tree(tmp_path)
+    with pytest.raises(PipelineError, match=match) as caught:
+        extract(archive, tmp_path / "raw", **{"max_bytes": SMALL_CAP, **limits})
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 250 + len(str(archive)), message
+    assert tree(tmp_path) == before
+    return message
+
+
+def deep_name(depth):
+    return "/".join(["d"] * (depth - 1) + ["leaf.txt"])
+
+
+def test_deep_archive_is_refused_in_one_line_and_a_later_extraction_works(tmp_path):
+    archive = write_tar(tmp_path / "deep.tgz", [tar_member("ok.txt", b"x"), tar_member(deep_name(1500), b"x")])
+    message = assert_refused(archive, tmp_path, r"1500 levels deep, more than 32 \(download.max_depth\)")
+    assert f"({len(deep_name(1500))} characters)" in message  # the name is cut short, its length given
+    extract(good_tar(tmp_path / "good.tgz", "w:gz"), tmp_path / "raw", max_bytes=SMALL_CAP)
+    assert sorted(os.listdir(tmp_path / "raw")) == ["LICENSE.txt", "flowers"]
+
+
+def test_an_archive_as_deep_as_allowed_unpacks_and_is_replaced_later(tmp_path):
+    archive = write_tar(tmp_path / "deep.tar", [tar_member(deep_name(400), b"x")], "w")
+    extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP, max_depth=400)
+    assert os.path.isfile(os.path.join(tmp_path, "raw", *deep_name(400).split("/")))
+    extract(good_tar(tmp_path / "good.tgz", "w:gz"), tmp_path / "raw", max_bytes=SMALL_CAP)
+    assert sorted(os.listdir(tmp_path / "raw")) == ["LICENSE.txt", "flowers"]
+    assert sorted(os.listdir(tmp_path)) == ["deep.tar", "good.tgz", "raw"]
+
+
+STREAM_MIB = 16
+COMPRESSORS = {"tar.gz": (gzip.compress, 64), "tar.bz2": (bz2.compress, 2048), "tar.xz": (lzma.compress, 256)}
+
+
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_compressed_bomb_is_refused_at_its_header_within_seconds(tmp_path, kind):
+    # One member of zeros, up to 32 GiB, from one small compressed stream repeated
+    # (a reader takes concatenated streams as one): decompressing it all takes minutes.
+    compress, repeats = COMPRESSORS[kind]
+    size = repeats * STREAM_MIB << 20
+    header = tarfile.TarInfo("zeros.bin")
+    header.size = size
+    zeros = compress(bytes(STREAM_MIB << 20))
+    archive = tmp_path / "bomb.bin"
+    with open(archive, "wb") as out:
+        out.write(compress(header.tobuf(tarfile.GNU_FORMAT)))
+        out.writelines([zeros] * repeats)
+        out.write(compress(bytes(2 * tarfile.BLOCKSIZE)))
+    assert os.path.getsize(archive) < 2_000_000
+    started = time.monotonic()
+    message = assert_refused(archive, tmp_path, "unpacks to more than", max_bytes=100_000_000)
+    assert time.monotonic() - started < 2, message
+
+
+def extended_header(kind, contents):
+    """A raw tar header of ``kind`` (pax "x", GNU long name "L") with its contents, padded to blocks."""
+    info = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    info.type, info.size = kind, len(contents)
+    padding = -len(contents) % tarfile.BLOCKSIZE
+    return info.tobuf(tarfile.GNU_FORMAT) + contents + bytes(padding)
+
+
+def raw_tar(*parts, end=True):
+    """Raw tar bytes: ``parts`` (bytes), then a small file and the end marker."""
+    info, data = tar_member("c/x.txt", b"x")
+    last = info.tobuf(tarfile.GNU_FORMAT) + data.read().ljust(tarfile.BLOCKSIZE, b"\0")
+    return b"".join(parts) + last + (bytes(2 * tarfile.BLOCKSIZE) if end else b"")
+
+
+def test_huge_extended_header_is_refused_before_it_is_read_into_memory(tmp_path):
+    size = 64 << 20
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, size
+    archive = tmp_path / "long.tar.bz2"
+    archive.write_bytes(bz2.compress(info.tobuf(tarfile.GNU_FORMAT) + bytes(size) + raw_tar()))
+    assert_refused(archive, tmp_path, f"a tar extended header of {size} bytes")
+
+
+def test_pax_header_made_to_backtrack_is_refused_at_once(tmp_path):
+    # CVE-2024-6232: Python < 3.11.10 takes minutes over a long run of digits in a pax header.
+    archive = tmp_path / "redos.tar"
+    archive.write_bytes(raw_tar(extended_header(tarfile.XHDTYPE, b"1" * 200_000)))
+    started = time.monotonic()
+    assert_refused(archive, tmp_path, "run of over 64 digits")
+    assert time.monotonic() - started < 2
+
+
+def test_chain_of_extended_headers_is_refused_in_one_line(tmp_path):
+    # tarfile follows a chain of long-name headers by recursion.
+    archive = tmp_path / "chain.tgz"
+    archive.write_bytes(gzip.compress(raw_tar(*[extended_header(tarfile.GNUTYPE_LONGNAME, b"a" * 10)] * 3000)))
+    assert_refused(archive, tmp_path, "a chain of thousands of extended headers")
+
+
+@pytest.mark.parametrize("form", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_long_names_in_pax_and_gnu_headers_unpack(tmp_path, form):
+    name = "/".join(["n" * 150, "m" * 150, "photo 12345678901234567890.jpg"])
+    archive = tmp_path / "long.tgz"
+    with tarfile.open(archive, "w:gz", format=form) as tar:
+        info, data = tar_member(name, b"image", pax_headers={"comment": "caf\u00e9 " * 40})
+        tar.addfile(info, data)
+    assert extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP) == [name]
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_too_many_members_are_refused(tmp_path, kind):
+    names = {f"c/{number}.txt": b"" for number in range(60)}
+    if kind == "zip":
+        archive = write_zip(tmp_path / "many.zip", names)
+    else:
+        archive = write_tar(tmp_path / "many.tgz", [tar_member(name, data) for name, data in names.items()])
+    assert_refused(archive, tmp_path, r"holds more than 50 members \(download.max_members\)$", max_members=50)
+    assert len(extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP, max_members=61)) == 60  # 60 + folder
+
+
+def test_zip_count_is_checked_before_its_directory_is_read(tmp_path, monkeypatch):
+    archive = write_zip(tmp_path / "many.zip", {f"{number}.txt": b"" for number in range(60)})
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: pytest.fail("directory was read"))
+    assert_refused(archive, tmp_path, "holds more than 50 members", max_members=50)
+
+
+def members_then_cut(cut):
+    """A tar of two files, and the uncompressed offset just after the first file's data (cut)."""
+    members = [tar_member("a/one.txt", b"1" * 700), tar_member("b/two.txt", b"2" * 10)]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, data)
+    data = buffer.getvalue()
+    return data[:cut] if cut is not None else data
+
+
+@pytest.mark.parametrize("kind, cut", [
+    ("tar", 512 + 1024),  # at a member boundary: a shorter, valid-looking archive
+    ("tar", 512 + 1024 + 512 + 512),  # after the last member, before the marker
+    ("tar", 512 + 1024 + 512 + 512 + 512),  # one zero block of the two
+    ("tar.gz", 512 + 1024),
+])
+def test_tar_without_its_end_marker_is_refused(tmp_path, kind, cut):
+    data = members_then_cut(cut)
+    archive = tmp_path / "cut.bin"
+    archive.write_bytes(gzip.compress(data) if kind == "tar.gz" else data)
+    assert_refused(archive, tmp_path, "no end-of-archive marker")
+
+
+def test_tar_with_damage_after_a_member_is_refused(tmp_path):
+    data = bytearray(members_then_cut(None))
+    data[512 + 1024:512 + 1024 + 512] = b"\xff" * 512  # the second header, garbage
+    archive = tmp_path / "damaged.tar"
+    archive.write_bytes(bytes(data))
+    assert_refused(archive, tmp_path, "no end-of-archive marker|cannot unpack")
+
+
+def test_compressed_tar_cut_after_its_end_marker_is_refused(tmp_path):
+    archive = good_tar(tmp_path / "a.tgz", "w:gz")
+    archive.write_bytes(archive.read_bytes()[:-4])  # the gzip trailer's size field
+    assert_refused(archive, tmp_path, "cannot unpack this tar.gz archive, truncated or corrupt")
+
+
+def test_duplicate_member_with_the_same_contents_is_kept_once(tmp_path):
+    archive = write_tar(tmp_path / "dup.tgz", [tar_member("c/x.jpg", b"same"), tar_member("c/./x.jpg", b"same")])
+    assert extract(archive, tmp_path / "raw", max_bytes=SMALL_CAP) == ["c/x.jpg"]
+    assert (tmp_path / "raw" / "c" / "x.jpg").read_bytes() == b"same"
+
+
+@pytest.mark.parametrize("members, reason", [
+    ([("c/x.jpg", b"first"), ("c/x.jpg", b"second")], "twice, with different contents"),
+    ([("c", b"a file"), ("c/x.jpg", b"x")], "'c' is a file earlier in the archive"),
+    ([("c/x.jpg", b"x"), ("c", b"a file")], "a folder of this name is earlier"),
+])
+def test_clashing_members_are_refused(tmp_path, members, reason):
+    archive = write_tar(tmp_path / "clash.tgz", [tar_member(name, data) for name, data in members])
+    assert_refused(archive, tmp_path, reason)
+
+
+def test_zip_with_a_name_twice_and_different_contents_is_refused(tmp_path):
+    archive = tmp_path / "dup.zip"
+    write_zip(archive, {"c/x.jpg": b"first"})
+    with zipfile.ZipFile(archive, "a") as handle, pytest.warns(UserWarning, match="Duplicate name"):
+        handle.writestr("c/x.jpg", b"second")
+    assert_refused(archive, tmp_path, "twice, with different contents")
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("x" * 4249, "a name in its path is 4249 bytes long, more than 255"),
+    ("/".join(["y" * 200] * 6), "its path is 1205 bytes long, more than 1024"),
+])
+def test_over_long_names_are_refused_briefly(tmp_path, name, reason):
+    archive = write_tar(tmp_path / "long.tar", [tar_member(name, b"x")], "w")
+    message = assert_refused(archive, tmp_path, reason)
+    assert f"({len(name)} characters)" in message
+
+
+def test_path_too_long_for_the_target_is_named_as_such(tmp_path):
+    # Each name and the whole member path are within the caps; the target's own path is long.
+    target = os.path.join(str(tmp_path), *["t" * 250] * 12, "raw")
+    os.makedirs(os.path.dirname(target))
+    archive = write_tar(tmp_path / "a.tgz", [tar_member("/".join(["m" * 200] * 5), b"x")])
+    with pytest.raises(PipelineError, match="a member's path is too long for the file system under"):
+        extract(archive, target, max_bytes=SMALL_CAP)
+    assert os.listdir(os.path.dirname(target)) == []
+
+
+def test_disk_full_is_not_reported_as_a_corrupt_archive(tmp_path, monkeypatch):
+    def full(path):
+        raise OSError(28, "No space left on device", path)
+    monkeypatch.setattr(archive_module, "create_file", full)
+    with pytest.raises(OSError) as caught:
+        extract(good_tar(tmp_path / "a.tgz", "w:gz"), tmp_path / "raw", max_bytes=SMALL_CAP)
+    assert caught.value.errno == 28
+    assert sorted(os.listdir(tmp_path)) == ["a.tgz"]
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "scripts.data.archive", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+                          check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
 def test_cli_exits_1_with_an_error_line(tmp_path):
@@ -233,7 +465,14 @@ def test_cli_exits_1_with_an_error_line(tmp_path):
 def test_cli_unpacks_a_good_archive(tmp_path):
     archive = GOOD_ARCHIVES["zip"](tmp_path / "good.zip")
     result = run_cli("--archive", str(archive), "--output", str(tmp_path / "raw"),
-                     "--max-bytes", str(SMALL_CAP))
+                     "--max-bytes", str(SMALL_CAP), "--max-members", "10", "--max-depth", "3")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"unpacked {len(CONTENTS)} files into {tmp_path / 'raw'}"
     assert (tmp_path / "raw" / "LICENSE.txt").read_bytes() == CONTENTS["LICENSE.txt"]
+
+
+def test_cli_passes_the_depth_cap(tmp_path):
+    archive = GOOD_ARCHIVES["zip"](tmp_path / "good.zip")
+    result = run_cli("--archive", str(archive), "--output", str(tmp_path / "raw"), "--max-depth", "2")
+    assert result.returncode == 1 and "more than 2 (download.max_depth)" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -73,6 +73,19 @@ def test_labels_are_sorted_and_summary_lists_every_class_in_every_split(tmp_path
     assert all(list(per_class) == labels for per_class in summary.values())
 
 
+def test_labels_file_cannot_be_mis_split(tmp_path):
+    # Names that would shift every label of a line-per-name file round-trip unchanged.
+    labels = ["new\nline", "tab\there", "line\u2028sep", "café", " spaced "]
+    formats.write_labels(tmp_path / "labels.json", labels)
+    assert formats.read_labels(tmp_path / "labels.json") == labels
+
+
+def test_labels_file_with_a_name_twice_is_refused(tmp_path):
+    (tmp_path / "labels.json").write_text('["a", "b", "a"]')
+    with pytest.raises(PipelineError, match="listed twice"):
+        formats.read_labels(tmp_path / "labels.json")
+
+
 def test_class_without_training_images_is_an_error(tmp_path):
     rows = fake_index(tmp_path / "index.tsv", 200, labels=("a", "b"))
     # One more class whose only image is hashed into test.
@@ -84,6 +97,17 @@ def test_class_without_training_images_is_an_error(tmp_path):
         run(tmp_path, tmp_path / "index.tsv")
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "manifest.tsv").exists()
+
+
+def test_a_long_class_name_is_cut_short_in_the_error(tmp_path):
+    rows = fake_index(tmp_path / "index.tsv", 200, labels=("a", "b"))
+    lonely = next(sha256 for sha256 in (hashlib.sha256(f"x{n}".encode()).hexdigest() for n in itertools.count())
+                  if split.split_of(sha256, 0.1, 0.2) == "test")
+    rows.append(("out/r/one.jpg", "r" * 250, lonely, 8, 8, "raw/r/one.jpg"))
+    atomic.write_table(tmp_path / "index.tsv", ("path", "label", "sha256", "width", "height", "source"), rows)
+    with pytest.raises(PipelineError, match=r"\(250 characters\) in .* has no training images") as caught:
+        run(tmp_path, tmp_path / "index.tsv")
+    assert len(str(caught.value)) < 250 + len(str(tmp_path))
 
 
 @pytest.mark.parametrize("validation, test", [(0.5, 0.5), (-0.1, 0.2), (0.1, 1.0)])

@@ -1,8 +1,13 @@
 """Sorting a raw tree into class folders: layouts, class map, rejects, conversions, duplicates."""
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import tracemalloc
 import types
+import unicodedata
 
 import numpy as np
 import pytest
@@ -79,12 +84,11 @@ def test_folders_layout_uses_the_folder_holding_each_file(tmp_path):
     result = run(tmp_path)
     assert [(row["label"], os.path.basename(row["path"])) for row in result.index] == \
         [("a", "a1.jpg"), ("b", "b1.jpg"), ("c", "c1.png")]
-    assert result.index[0]["path"] == os.path.join(result.out, "a", "a1.jpg")
-    assert result.index[0]["source"] == os.path.join(str(raw), "a", "a1.jpg")
+    assert result.index[0]["path"] == result.index[0]["source"] == os.path.join(str(raw), "a", "a1.jpg")
     assert result.summary == {"classes": {"a": 1, "b": 1, "c": 1}, "images": 3, "rejects": 0,
                               "rejects_by_reason": {}, "duplicates": 0}
     assert atomic.read_json(result.paths["summary.json"]) == result.summary
-    assert sorted(os.listdir(result.out)) == ["a", "b", "c"]
+    assert os.listdir(result.out) == ["c"]  # only converted images are written; JPEGs stay in place
     # Only final names remain: no temporary files or folders.
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
 
@@ -125,7 +129,7 @@ def test_class_map_renames_and_merges_first_full_match_wins(tmp_path):
         "Benign.jpg": "healthy", "Early.jpg": "ALL", "Pre.jpg": "ALL", "Pro.jpg": "ALL",
         "Prefix.jpg": "Pr-other", "Other.jpg": "Other"}
     assert result.summary["classes"] == {"ALL": 3, "Other": 1, "Pr-other": 1, "healthy": 1}
-    assert os.path.isfile(os.path.join(result.out, "ALL", "Pre.jpg"))
+    assert result.by_name["Pre.jpg"]["path"] == os.path.join(str(raw), "Pre", "Pre.jpg")
 
 
 @pytest.mark.parametrize("options, key", [
@@ -148,7 +152,7 @@ def test_command_line_bad_regex_exits_1_with_one_error_line(tmp_path):
                "--out", str(tmp_path / "out"), "--index", str(tmp_path / "i.tsv"),
                "--rejects", str(tmp_path / "r.tsv"), "--duplicates", str(tmp_path / "d.tsv"),
                "--summary", str(tmp_path / "s.json"), "--layout", "filename", "--filename-regex", "(["]
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    completed = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True)
     assert completed.returncode == 1
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "dataset.filename_regex" in lines[0]
@@ -200,12 +204,15 @@ def test_decompression_bomb_is_rejected(tmp_path, monkeypatch, side):
 
 # ---------------------------------------------------------------- conversions
 
-def test_plain_rgb_jpeg_is_copied_byte_for_byte(tmp_path):
+def test_plain_rgb_jpeg_is_used_in_place(tmp_path):
     two_classes(tmp_path / "raw")
+    save(f"{tmp_path}/raw/a/upper.JPEG", rgb((9, 9, 9)))
     result = run(tmp_path)
-    row = result.by_name["a1.jpg"]
-    assert read(row["path"]) == read(row["source"])
-    assert (row["width"], row["height"]) == ("8", "6")
+    for name in ("a1.jpg", "upper.JPEG"):
+        row = result.by_name[name]
+        assert row["path"] == row["source"]
+    assert (result.by_name["a1.jpg"]["width"], result.by_name["a1.jpg"]["height"]) == ("8", "6")
+    assert os.listdir(result.out) == []  # nothing stored a second time
 
 
 def test_jpeg_with_another_extension_is_copied_under_a_jpg_name(tmp_path):
@@ -266,10 +273,11 @@ def test_unusual_names_and_a_one_pixel_image_are_kept(tmp_path):
     result = run(tmp_path)
     row = result.by_name["Zelle Nr 1 ö.jpg"]
     assert row["label"] == "Blasten ü"
-    assert row["path"] == os.path.join(result.out, "Blasten ü", "Zelle Nr 1 ö.jpg")
+    assert row["path"] == os.path.join(str(raw), "Blasten ü", "Zelle Nr 1 ö.jpg")
     assert os.path.isfile(row["path"])
     dot = result.by_name["dot.png"]
     assert (dot["label"], dot["width"], dot["height"]) == ("其他 class", "1", "1")
+    assert dot["path"] == os.path.join(result.out, "其他 class", "dot.png")
     assert os.path.isfile(dot["path"])
 
 
@@ -294,14 +302,18 @@ def test_duplicates_are_kept_once_and_reported(tmp_path):
 
 
 def test_same_name_in_one_class_gets_a_hash_suffix(tmp_path):
+    # Only converted images are written under OUT/<class>/, so only they can clash.
     raw = tmp_path / "raw"
-    save(f"{raw}/set1/a/x.jpg", rgb((200, 0, 0)))
-    save(f"{raw}/set2/a/x.jpg", rgb((0, 200, 0)))
-    save(f"{raw}/set2/b/y.jpg", rgb((0, 0, 200)))
+    save(f"{raw}/set1/a/x.png", rgb((200, 0, 0)))
+    save(f"{raw}/set2/a/x.png", rgb((0, 200, 0)))
+    save(f"{raw}/set2/a/X.gif", rgb((0, 100, 0)))
+    save(f"{raw}/set2/b/y.png", rgb((0, 0, 200)))
     result = run(tmp_path)
     names = sorted(os.path.basename(row["path"]) for row in result.index if row["label"] == "a")
-    second = [row for row in result.index if row["source"].endswith(os.path.join("set2", "a", "x.jpg"))][0]
-    assert names == sorted(["x.jpg", f"x-{second['sha256'][:8]}.jpg"])
+    second, upper = (next(row["sha256"][:8] for row in result.index
+                          if row["source"].endswith(os.path.join("set2", "a", name))) for name in ("x.png", "X.gif"))
+    # casefold: "X.png" would be "x.png" on a case-insensitive file system.
+    assert names == sorted(["x.png", f"x-{second}.png", f"X-{upper}.png"])
     assert all(os.path.isfile(row["path"]) for row in result.index)
 
 
@@ -342,6 +354,227 @@ def test_output_folder_overlapping_raw_folder_is_an_error(tmp_path):
     assert sorted(os.listdir(tmp_path / "raw")) == ["a", "b"]
 
 
+# ---------------------------------------------------------------- issue 17: untrusted folders and class names
+
+@pytest.fixture
+def no_hang():
+    """Fail instead of hanging for ever (a FIFO opened for reading waits for a writer)."""
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("structure hung"))
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+
+
+def test_only_regular_files_inside_the_folder_are_read(tmp_path, monkeypatch, no_hang):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    save(f"{tmp_path}/elsewhere/out.jpg", rgb((1, 2, 3)))
+    save(f"{raw}/a/.store/kept.jpg", rgb((4, 5, 6)))  # hidden: reached only through the link below
+    os.mkfifo(raw / "a" / "fifo.jpg")
+    links = {"zero.jpg": "/dev/zero", "passwd.jpg": "/etc/passwd", "outside.jpg": f"{tmp_path}/elsewhere/out.jpg",
+             "up.jpg": "../../elsewhere/out.jpg", "inside.jpg": ".store/kept.jpg", "folder.jpg": "../b",
+             "root.jpg": "../../raw",
+             "dangling.jpg": "missing.jpg"}
+    for name, target in links.items():
+        os.symlink(target, raw / "a" / name)
+    monkeypatch.chdir(raw / "a")  # a socket's path must be short
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("socket.jpg")
+        monkeypatch.chdir(tmp_path)
+        result = run(tmp_path, threads=2)
+    assert result.rejects == {
+        "fifo.jpg": f"{structure.NOT_REGULAR} (a FIFO)", "socket.jpg": f"{structure.NOT_REGULAR} (a socket)",
+        "folder.jpg": f"{structure.NOT_REGULAR} (a link to a folder, not followed)",
+        "root.jpg": f"{structure.NOT_REGULAR} (a link to a folder, not followed)", "zero.jpg": structure.OUTSIDE_LINK,
+        "passwd.jpg": structure.OUTSIDE_LINK, "outside.jpg": structure.OUTSIDE_LINK, "up.jpg": structure.OUTSIDE_LINK,
+        "dangling.jpg": f"{structure.UNREADABLE} ([Errno 2] No such file or directory: "
+                        f"'{raw / 'a' / 'dangling.jpg'}')"}
+    assert sorted(result.by_name) == ["a1.jpg", "b1.jpg", "inside.jpg"]
+    assert result.by_name["inside.jpg"]["path"] == os.path.join(str(raw), "a", "inside.jpg")
+
+
+def test_a_file_swapped_for_a_fifo_after_listing_is_not_waited_for(tmp_path, no_hang):
+    os.mkfifo(tmp_path / "fifo.jpg")
+    reason = structure.decode(str(tmp_path / "fifo.jpg")).reason
+    assert reason == f"{structure.UNREADABLE} ({structure.NOT_REGULAR})"
+
+
+def test_postscript_is_never_handed_to_ghostscript(tmp_path):
+    two_classes(tmp_path / "raw")
+    write(f"{tmp_path}/raw/a/evil.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    assert run(tmp_path).rejects == {"evil.jpg": structure.NOT_AN_IMAGE}
+
+
+def test_files_over_the_byte_cap_are_rejected_unread(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    save(f"{raw}/a/large.png", Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)))
+    with open(raw / "b" / "huge.jpg", "wb") as handle:
+        handle.truncate(1 << 30)  # 1 GiB, sparse: costs no disk
+    tracemalloc.start()
+    try:
+        result = run(tmp_path, max_image_bytes=2000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000
+    size = os.path.getsize(raw / "a" / "large.png")
+    assert result.rejects == {"large.png": f"{structure.TOO_LARGE} ({size} > 2000 bytes)",
+                              "huge.jpg": f"{structure.TOO_LARGE} ({1 << 30} > 2000 bytes)"}
+    assert result.summary["rejects_by_reason"] == {structure.TOO_LARGE: 2}
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_walked(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    deep = os.path.join(str(raw), *["d"] * 1200)
+    try:
+        os.makedirs(os.path.dirname(deep))  # makedirs recurses over missing parents: make them in steps
+    except RecursionError:
+        for depth in range(1, 1201):
+            os.makedirs(os.path.join(str(raw), *["d"] * depth), exist_ok=True)
+    os.makedirs(deep, exist_ok=True)
+    try:
+        save(os.path.join(deep, "deep.jpg"), rgb((7, 7, 7)))
+        result = run(tmp_path)
+        assert result.by_name["deep.jpg"]["label"] == "d"
+        assert result.summary["classes"] == {"a": 1, "b": 1, "d": 1}
+    finally:
+        subprocess.run(["rm", "-rf", "--", str(raw)], check=True)  # pytest's cleanup recurses
+
+
+def test_unreadable_folder_is_rejected_and_the_run_goes_on(tmp_path, monkeypatch):
+    two_classes(tmp_path / "raw")
+    save(f"{tmp_path}/raw/c/locked/c1.jpg", rgb((0, 0, 9)))
+    real_scandir = os.scandir
+
+    def scandir(path):  # chmod 000 does not stop root, so the refusal is simulated
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+    monkeypatch.setattr(structure.os, "scandir", scandir)
+    result = run(tmp_path)
+    assert result.rejects == {"locked": f"{structure.UNREADABLE_FOLDER} ([Errno 13] Permission denied: "
+                                        f"'{tmp_path / 'raw' / 'c' / 'locked'}')"}
+
+
+def test_file_name_that_is_not_utf8_is_rejected_and_listed_readably(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    write(os.fsencode(str(raw)) + b"/a/caf\xe9.jpg", read(f"{raw}/a/a1.jpg")[:-2] + b"\xff\xd9")
+    result = run(tmp_path)
+    assert result.rejects == {"caf\\xe9.jpg": structure.BAD_FILE_NAME}
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("new\nline", "U+000A"), ("tab\there", "U+0009"), ("line\u2028separator", "U+2028"),
+    ("evil\u202egnp.exe", "U+202E"), ("nul\x7f", "U+007F"),
+])
+def test_class_name_with_a_control_character_is_a_one_line_error(tmp_path, name, problem):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    save(f"{raw}/{name}/x.jpg", rgb((5, 5, 5)))
+    with pytest.raises(PipelineError, match=re.escape(f"holds a control character ({problem}); rename it")) as caught:
+        run(tmp_path)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 250
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_class_name_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    save(os.fsdecode(os.fsencode(str(raw)) + b"/caf\xe9/x.jpg"), rgb((5, 5, 5)))
+    with pytest.raises(PipelineError, match=r"class name 'caf\\udce9' .* is not valid UTF-8"):
+        run(tmp_path)
+
+
+def test_filename_layout_class_with_a_tab_is_a_one_line_error(tmp_path):
+    save(f"{tmp_path}/raw/a\tb_1.jpg", rgb((1, 1, 1)))
+    save(f"{tmp_path}/raw/c_2.jpg", rgb((2, 2, 2)))
+    with pytest.raises(PipelineError, match=r"class name 'a\\tb' of 'a\\tb_1.jpg' holds a control character"):
+        run(tmp_path, layout="filename", filename_regex=r"^(.+)_\d")
+
+
+def test_class_names_are_normalised_to_nfc(tmp_path):
+    raw = tmp_path / "raw"
+    save(f"{raw}/{unicodedata.normalize('NFD', 'café')}/x.jpg", rgb((1, 1, 1)))
+    save(f"{raw}/tea/y.jpg", rgb((2, 2, 2)))
+    result = run(tmp_path)
+    assert result.by_name["x.jpg"]["label"] == unicodedata.normalize("NFC", "café")
+    assert result.summary["classes"] == {unicodedata.normalize("NFC", "café"): 1, "tea": 1}
+
+
+def test_class_names_equal_after_normalisation_are_refused(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    save(f"{raw}/{unicodedata.normalize('NFC', 'café')}/x.jpg", rgb((1, 1, 1)))
+    save(f"{raw}/{unicodedata.normalize('NFD', 'café')}/y.jpg", rgb((2, 2, 2)))
+    with pytest.raises(PipelineError) as caught:
+        run(tmp_path)
+    message = str(caught.value)  # ascii() shows how the two differ
+    names = ("'caf\\xe9'", "'cafe\\u0301'")
+    assert message.startswith(tuple(f"class names {first} and {second} (at "
+                                    for first, second in (names, names[::-1])))
+    assert message.endswith("are the same after Unicode normalisation; rename one")
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_class_names_differing_only_in_case_are_refused_unless_merged(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    save(f"{raw}/Cat/x.jpg", rgb((1, 1, 1)))
+    save(f"{raw}/cat/y.jpg", rgb((2, 2, 2)))
+    with pytest.raises(PipelineError, match="class names 'Cat' and 'cat' differ only in case"):
+        run(tmp_path)
+    assert run(tmp_path, class_map={"[Cc]at": "cat"}).summary["classes"] == {"a": 1, "b": 1, "cat": 2}
+
+
+def test_class_map_names_are_checked_and_normalised(tmp_path):
+    two_classes(tmp_path / "raw")
+    with pytest.raises(PipelineError, match=r"config key dataset.class_map: 'x\\ny' cannot be a class name"):
+        run(tmp_path, class_map={"a": "x\ny"})
+    nfd = unicodedata.normalize("NFD", "é")
+    assert run(tmp_path, class_map={"a": nfd}).summary["classes"] == {"b": 1, unicodedata.normalize("NFC", "é"): 1}
+
+
+def test_errors_point_at_copies_that_outlive_the_failed_job(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    write(f"{raw}/c/broken.jpg", read(f"{raw}/a/a1.jpg")[:100])
+    copies = {"rejects_copy": str(tmp_path / "logs" / "structure_rejects.tsv"),
+              "duplicates_copy": str(tmp_path / "logs" / "structure_duplicates.tsv")}
+    with pytest.raises(PipelineError, match=f"class 'c' has no usable image: .*see {copies['rejects_copy']}"):
+        run(tmp_path, **copies)
+    for name in ("rejects.tsv", "duplicates.tsv"):  # what Snakemake does with a failed job's outputs
+        os.remove(tmp_path / name)
+    assert [row["source"] for row in atomic.read_table(copies["rejects_copy"])] == [f"{raw}/c/broken.jpg"]
+    assert atomic.read_table(copies["duplicates_copy"]) == []
+
+
+def test_no_class_at_all_points_at_the_rejects(tmp_path):
+    write(f"{tmp_path}/raw/notes.txt", b"x")
+    with pytest.raises(PipelineError, match=r"found 0 classes \(\) in .*; need at least two; 1 files rejected "
+                                            r"\(see .*r.tsv\)"):
+        run(tmp_path, rejects_copy=str(tmp_path / "r.tsv"))
+
+
+def test_index_paths_work_from_the_working_folder_through_to_the_tfrecords(tmp_path, monkeypatch):
+    from scripts.core import records
+    from scripts.data import split, tfrecord_shard
+    work = tmp_path / "work"
+    two_classes(work / "raw")
+    save(f"{work}/raw/b/gray.png", Image.new("L", (4, 4), 50))
+    monkeypatch.chdir(work)  # as Snakemake runs jobs in --directory, with relative paths
+    structure.structure("raw", "results/images", "index.tsv", "rejects.tsv", "duplicates.tsv", "summary.json",
+                        layout="folders")
+    split.split("index.tsv", "manifest.tsv", "labels.json", "split.json", validation=0.0, test=0.0)
+    rows = atomic.read_table("manifest.tsv")
+    assert [row["path"] for row in rows] == ["raw/a/a1.jpg", "raw/b/b1.jpg", "results/images/b/gray.png"]
+    tfrecord_shard.write_shard(rows, "train.tfrecord")
+    stored = [example["encoded"] for example in records.read_examples(["train.tfrecord"])]
+    assert stored == [read(row["path"]) for row in rows]
+
+
 # ---------------------------------------------------------------- parallel decoding
 
 def test_two_processes_give_identical_outputs(tmp_path):
@@ -362,7 +595,7 @@ def test_two_processes_give_identical_outputs(tmp_path):
         return files
 
     single = outputs(1)
-    assert len(single) == 4 + 40 + 6
+    assert len(single) == 4 + 6  # the tables and the converted images; the JPEGs stay in place
     assert single == outputs(2)
 
 

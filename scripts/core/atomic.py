@@ -2,24 +2,51 @@
 
 A run killed half-way leaves only a hidden ``.<name>.tmp-*`` file, never a half-written
 file under the final name that Snakemake (or a person) could take as finished; the
-next attempt at the same output removes such leftovers.
+next attempt at the same output removes such leftovers. Folders are removed without
+recursion (``remove_tree``): an untrusted tree may be deeper than Python's stack.
 """
 import contextlib
 import csv
 import glob
 import json
 import os
-import shutil
 import tempfile
+
+
+def remove_tree(path):
+    """Remove ``path`` and everything below it, bottom-up with a stack instead of recursion.
+
+    Links are removed, never followed. A folder is listed again once its subfolders are
+    gone, so each is listed at most twice.
+    """
+    if not os.path.isdir(path) or os.path.islink(path):
+        if os.path.lexists(path):
+            os.remove(path)
+        return
+    stack = [path]
+    while stack:
+        folder = stack[-1]
+        subfolders = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.path)
+                else:
+                    os.remove(entry.path)
+        if subfolders:
+            stack += subfolders
+        else:
+            os.rmdir(folder)
+            stack.pop()
 
 
 def _remove_stale(folder, name):
     """Remove temporaries of this output left by a killed run (Snakemake runs one job per output)."""
     for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.tmp-*")):
-        if os.path.isdir(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            os.remove(stale)
+        try:
+            remove_tree(stale)
+        except OSError:
+            pass  # another attempt removes it; it never stands under the final name
 
 
 def _temp_name(final_path):
@@ -54,18 +81,22 @@ def atomic_dir(final_dir):
     os.chmod(temp, 0o755)
     try:
         yield temp
-        if os.path.isdir(final_dir):
-            shutil.rmtree(final_dir)
-        os.replace(temp, final_dir)
+        if os.path.lexists(final_dir):
+            # Moved aside first, so a kill during the removal leaves only a temporary.
+            old = tempfile.mkdtemp(prefix=f".{name}.tmp-old-", dir=parent)
+            os.replace(final_dir, os.path.join(old, name))
+            os.replace(temp, final_dir)
+            remove_tree(old)
+        else:
+            os.replace(temp, final_dir)
     finally:
-        if os.path.isdir(temp):
-            shutil.rmtree(temp)
+        if os.path.lexists(temp):
+            remove_tree(temp)
 
 
 def write_bytes(path, data):
-    with atomic_path(path) as temp:
-        with open(temp, "wb") as handle:
-            handle.write(data)
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        handle.write(data)
 
 
 def write_text(path, text):
@@ -83,11 +114,10 @@ def _delimiter(path):
 
 def write_table(path, header, rows):
     """Write a table with a header line; the delimiter follows the name (.csv or .tsv)."""
-    with atomic_path(path) as temp:
-        with open(temp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter=_delimiter(path), lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
+    with atomic_path(path) as temp, open(temp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=_delimiter(path), lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def read_table(path):

@@ -21,6 +21,7 @@ from scripts.core.errors import PipelineError
 
 
 # ------------------------------------------------------------------ labels
+# JSON, not one name per line: a name holding a newline or tab cannot shift the others.
 def write_labels(path, labels):
     atomic.write_text(path, json.dumps(list(labels), ensure_ascii=False, indent=1) + "\n")
 
@@ -32,6 +33,8 @@ def read_labels(path):
         raise PipelineError(f"{path}: cannot read the labels ({error})") from None
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise PipelineError(f"{path}: not a JSON list of class names")
+    if len(set(labels)) != len(labels):
+        raise PipelineError(f"{path}: a class name is listed twice, so label ids are ambiguous")
     return labels
 
 

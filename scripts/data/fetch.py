@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import re
+import stat
 import sys
 import time
 import urllib.error
@@ -77,11 +78,16 @@ def local_path(source):
 
 
 def copy_local(source, path, temp):
+    """Copy a local regular file: a FIFO or a device (/dev/zero) could block or never end."""
     try:
-        stream = open(path, "rb")
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise PipelineError(f"{source}: not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO put there meanwhile must not block
     except OSError as error:
         raise PipelineError(f"{source}: cannot read ({error.strerror})") from error
-    with stream:
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PipelineError(f"{source}: not a regular file")
         return save_stream(stream, temp)[0]
 
 

@@ -64,11 +64,17 @@ def split_counts(manifest, labels):
     return counts
 
 
+def shown(label):
+    """A class name for an error line, cut short if long."""
+    text = repr(label)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(label)} characters)"
+
+
 def check_training_images(counts, index_path, validation, test):
     for label, train_count in counts["train"].items():
         if train_count == 0:
             total = sum(counts[split_name][label] for split_name in SPLITS)
-            raise PipelineError(f"class {label!r} in {index_path} has no training images (all {total} went to "
+            raise PipelineError(f"class {shown(label)} in {index_path} has no training images (all {total} went to "
                                 f"validation/test): add images or lower split.validation ({validation}) "
                                 f"and split.test ({test})")
 

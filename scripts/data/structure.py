@@ -1,26 +1,39 @@
-"""Sort a raw tree of images into one folder per class, checking every file on the way.
+"""Sort a raw tree of images into classes, checking every file on the way.
 
 Each file is fully decoded. Files that cannot be used go to rejects.tsv with the reason;
 byte-identical copies are kept once and listed in duplicates.tsv. A JPEG that is already
-plain RGB is copied byte for byte; any other image is converted to an RGB PNG (EXIF
-orientation applied, alpha laid on white, 16-bit scaled to 8-bit, first frame only).
-index.tsv lists the kept images with the sha256 of their source bytes, which the split
-uses as the image's identity.
+plain RGB, named .jpg or .jpeg, is used where it is: its index row points at the source
+file, so it is not stored twice. Any other image is converted to an RGB PNG (EXIF
+orientation applied, alpha laid on white, 16-bit scaled to 8-bit, first frame only)
+written to OUT/<class>/ (a JPEG with another name is copied there as .jpg). index.tsv
+lists the kept images with the sha256 of their source bytes, which the split uses as the
+image's identity; its paths are as reachable from the working folder as --raw and --out.
+
+The raw tree is untrusted (an archive, or a folder read in place). Only regular files
+inside it are read: links that leave it, FIFOs, sockets and devices are rejected without
+being opened, and at most --max-image-bytes are read of a file. Class names are
+normalised to Unicode NFC; names with control characters, and two names that are the
+same after normalisation or differ only in case (one folder on macOS and Windows), are
+one-line errors.
 
 Entry point:
     python -m scripts.data.structure --raw RAW --out OUT --index index.tsv --rejects rejects.tsv
         --duplicates duplicates.tsv --summary summary.json --layout folders
-        [--filename-regex REGEX] [--class-map JSON] [--threads N]
+        [--filename-regex REGEX] [--class-map JSON] [--threads N] [--max-image-bytes N]
+        [--rejects-copy LOG.tsv] [--duplicates-copy LOG.tsv]
 """
 import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import multiprocessing
 import os
 import re
+import stat
+import unicodedata
 import warnings
 
 from PIL import Image, UnidentifiedImageError
@@ -35,6 +48,11 @@ DUPLICATES_HEADER = ("source", "kept", "sha256", "note")
 
 # Reject reasons. Details, if any, follow in parentheses; the summary counts by reason.
 UNREADABLE = "cannot read file"
+UNREADABLE_FOLDER = "cannot read folder"
+NOT_REGULAR = "not a regular file"
+OUTSIDE_LINK = "link to a place outside the source folder"
+TOO_LARGE = "larger than dataset.max_image_bytes"
+BAD_FILE_NAME = "path is not valid UTF-8"
 EMPTY = "empty file"
 NOT_AN_IMAGE = "not an image"
 CORRUPT = "truncated or corrupt image"
@@ -47,6 +65,16 @@ LAYOUTS = ("folders", "filename")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 EXIF_ORIENTATION = 0x0112
 CHUNKSIZE = 16
+UNSAFE_FORMATS = ("EPS",)  # Pillow decodes EPS by running Ghostscript on the file
+DEFAULT_MAX_IMAGE_BYTES = 100_000_000  # as dataset.max_image_bytes in config.yaml
+SHOWN_CHARS = 80  # of a name in an error line
+FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a link to a folder, not followed"}
+# Unicode categories a class name may not hold: controls (newline, tab, ...), undecodable
+# bytes (surrogates), and line/paragraph separators, which split lines as a newline does.
+BAD_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
+# Bidirectional overrides and isolates make a name show other than it is.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 # ---------------------------------------------------------------- finding files and classes
@@ -62,13 +90,62 @@ def source_order(relative_path):
 
 
 def list_sources(raw_dir):
-    """Paths relative to ``raw_dir`` of the files below it, in sorted order."""
-    found = []
-    for folder, subfolders, files in os.walk(raw_dir):
-        subfolders[:] = [name for name in subfolders if not is_skipped(name)]
-        relative = os.path.relpath(folder, raw_dir)
-        found += [os.path.normpath(os.path.join(relative, name)) for name in files if not is_skipped(name)]
-    return sorted(found, key=source_order)
+    """Relative paths of everything below ``raw_dir`` but folders, in sorted order, and
+    (relative path, reason) of the folders that could not be read.
+
+    Walked with a stack, not recursion (os.walk recurses): a tree may be deeper than
+    Python's stack. Links are listed like files, never followed into.
+    """
+    found, unreadable = [], []
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        try:
+            with os.scandir(os.path.join(raw_dir, relative)) as entries:
+                for entry in entries:
+                    if is_skipped(entry.name):
+                        continue
+                    path = os.path.join(relative, entry.name)
+                    (stack if entry.is_dir(follow_symlinks=False) else found).append(path)
+        except OSError as error:  # e.g. no permission: one folder, not the whole run
+            unreadable.append((relative or os.curdir, f"{UNREADABLE_FOLDER} ({short(error)})"))
+    return sorted(found, key=source_order), unreadable
+
+
+def file_problem(root, path):
+    """Why ``path`` must not be opened as an image, or None for a regular file inside ``root``.
+
+    A link may lead anywhere (/dev/zero, /etc/passwd, another data set), and opening a
+    FIFO or a device can block or never end, so both are judged by lstat/stat alone.
+    ``root`` is the real path of the source folder.
+    """
+    if has_undecodable(path):
+        return BAD_FILE_NAME  # no UTF-8 table could hold its name
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            if not is_inside(os.path.realpath(path), root):
+                return OUTSIDE_LINK
+            info = os.stat(path)
+    except OSError as error:  # a broken link, a loop, no permission
+        return f"{UNREADABLE} ({short(error)})"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{NOT_REGULAR} ({FILE_TYPES.get(stat.S_IFMT(info.st_mode), 'a special file')})"
+    return None
+
+
+def is_inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def has_undecodable(text):
+    """Python keeps bytes of a file name that are not UTF-8 as lone surrogates."""
+    return any(0xDC80 <= ord(char) <= 0xDCFF for char in text)
+
+
+def table_text(path):
+    """A path as text any table can hold: undecodable bytes written as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def compile_regex(pattern, key):
@@ -79,7 +156,11 @@ def compile_regex(pattern, key):
 
 
 class Labeller:
-    """The class of a file from its place or name, then renamed by the class map."""
+    """The class of a file from its place or name, normalised, then renamed by the class map.
+
+    Every name met is remembered, so that two names that are one after normalisation
+    (NFC), or after case folding, are refused instead of becoming two classes.
+    """
 
     def __init__(self, layout, filename_regex=None, class_map=None):
         if layout not in LAYOUTS:
@@ -95,6 +176,8 @@ class Labeller:
                                     "for the class")
         self.class_map = [(compile_regex(pattern, "dataset.class_map"), check_class_name(name))
                           for pattern, name in (class_map or {}).items()]
+        self.found = {}  # NFC name -> the name as found
+        self.final = {}  # casefolded final name -> final name
 
     def original_label(self, relative_path):
         """The class name before mapping, or None and the reason there is none."""
@@ -113,30 +196,83 @@ class Labeller:
         label, reason = self.original_label(relative_path)
         if label is None:
             return None, reason
+        label = self.normalised(label, relative_path)
         for pattern, new_name in self.class_map:
             if pattern.fullmatch(label):
-                return new_name, None
-        return label, None
+                label = new_name
+                break
+        return self.case_checked(label), None
+
+    def normalised(self, label, relative_path):
+        problem = name_problem(label)
+        if problem:
+            raise PipelineError(f"class name {shown(label)} of {shown(relative_path)} {problem}; rename it")
+        nfc = unicodedata.normalize("NFC", label)
+        found = self.found.setdefault(nfc, label)
+        if found != label:
+            raise PipelineError(f"class names {clip(ascii(found))} and {clip(ascii(label))} (at "
+                                f"{shown(relative_path)}) are the same after Unicode normalisation; rename one")
+        return nfc
+
+    def case_checked(self, label):
+        final = self.final.setdefault(label.casefold(), label)
+        if final != label:
+            raise PipelineError(f"class names {shown(final)} and {shown(label)} differ only in case, and would be "
+                                "one folder on macOS and Windows; rename one, or merge them with dataset.class_map")
+        return label
+
+
+def name_problem(name):
+    """What makes ``name`` unfit as a class name, or None."""
+    if name in ("", ".", "..") or "/" in name or os.sep in name:
+        return "cannot be a folder name"
+    if has_undecodable(name):
+        return "is not valid UTF-8"
+    for char in name:
+        if unicodedata.category(char) in BAD_CATEGORIES or char in BIDI_CONTROLS:
+            return f"holds a control character (U+{ord(char):04X})"
+    return None
 
 
 def check_class_name(name):
-    """A class name becomes a folder name, so it must be one."""
-    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or os.sep in name:
-        raise PipelineError(f"config key dataset.class_map: {name!r} cannot be a class (folder) name")
-    return name
+    """A class name becomes a folder name and a label, so it must be fit for both."""
+    if not isinstance(name, str) or name_problem(name):
+        raise PipelineError(f"config key dataset.class_map: {shown(str(name))} cannot be a class name "
+                            f"({name_problem(str(name)) or 'not text'})")
+    return unicodedata.normalize("NFC", name)
+
+
+def shown(name):
+    """A name for an error line: quoted, escaped, and cut short if long."""
+    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in name)
+    if len(printable) <= SHOWN_CHARS:
+        return f"'{printable}'"
+    return f"'{printable[:SHOWN_CHARS]}...' ({len(name)} characters)"
+
+
+def clip(text):
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------- decoding one file
 
 @dataclasses.dataclass
 class Decoded:
-    """What one source file becomes: bytes to write, or the reason it was rejected."""
+    """What one source file becomes: used in place, bytes to write, or the reason it was rejected."""
     sha256: str
     reason: str | None = None
-    data: bytes = b""
+    data: bytes = b""  # to write under OUT, unless in_place
+    in_place: bool = False
     converted: bool = False
     width: int = 0
     height: int = 0
+
+
+@functools.cache
+def safe_formats():
+    """Every format Pillow reads but those it reads by running another program."""
+    Image.init()
+    return tuple(name for name in Image.OPEN if name not in UNSAFE_FORMATS)
 
 
 def open_fully(source):
@@ -145,14 +281,14 @@ def open_fully(source):
         with warnings.catch_warnings():
             # Over MAX_IMAGE_PIXELS Pillow only warns; over twice that it raises.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source))
+            image = Image.open(io.BytesIO(source), formats=safe_formats())
             image.load()
         return image, None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         return None, BOMB
     except UnidentifiedImageError:
         return None, NOT_AN_IMAGE
-    except Exception as error:  # a damaged file can make a decoder fail in any way
+    except Exception as error:  # noqa: BLE001 - a damaged file can make a decoder fail in any way
         return None, f"{CORRUPT} ({short(error)})"
 
 
@@ -173,13 +309,32 @@ def png_bytes(image):
     return buffer.getvalue()
 
 
-def decode(path):
-    """Read, hash and check one file (runs in a worker process when threads > 1)."""
+def read_regular(path, max_bytes):
+    """(bytes, None) of a regular file of at most ``max_bytes``, else (None, reason).
+
+    Checked again on the open file: it may have been replaced since it was listed.
+    O_NONBLOCK, so that opening a FIFO put there meanwhile does not wait for a writer.
+    """
     try:
-        with open(path, "rb") as handle:
-            source = handle.read()
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return None, f"{UNREADABLE} ({NOT_REGULAR})"
+            if info.st_size > max_bytes:
+                return None, f"{TOO_LARGE} ({info.st_size} > {max_bytes} bytes)"
+            data = handle.read(info.st_size + 1)  # one byte more tells a file that grew
     except OSError as error:  # e.g. no permission: one file, not the whole run
-        return Decoded("", f"{UNREADABLE} ({short(error)})")
+        return None, f"{UNREADABLE} ({short(error)})"
+    if len(data) > info.st_size:
+        return None, f"{UNREADABLE} (it changed while being read)"
+    return data, None
+
+
+def decode(path, max_bytes=DEFAULT_MAX_IMAGE_BYTES):
+    """Read, hash and check one file (runs in a worker process when threads > 1)."""
+    source, reason = read_regular(path, max_bytes)
+    if source is None:
+        return Decoded("", reason)
     sha256 = hashlib.sha256(source).hexdigest()
     if not source:
         return Decoded(sha256, EMPTY)
@@ -188,10 +343,12 @@ def decode(path):
         return Decoded(sha256, reason)
     try:
         if is_plain_jpeg(image):
+            if path.lower().endswith(JPEG_EXTENSIONS):
+                return Decoded(sha256, in_place=True, width=image.width, height=image.height)
             return Decoded(sha256, data=source, width=image.width, height=image.height)
         rgb = to_rgb(image)
         return Decoded(sha256, data=png_bytes(rgb), converted=True, width=rgb.width, height=rgb.height)
-    except Exception as error:  # odd modes or broken EXIF: reject the file, not the run
+    except Exception as error:  # noqa: BLE001 - odd modes or broken EXIF: reject the file, not the run
         return Decoded(sha256, f"{UNCONVERTIBLE} ({short(error)})")
 
 
@@ -200,14 +357,15 @@ def _set_max_image_pixels(limit):
     Image.MAX_IMAGE_PIXELS = limit
 
 
-def decode_all(paths, threads):
+def decode_all(paths, threads, max_bytes=DEFAULT_MAX_IMAGE_BYTES):
     """``decode`` of each path, in order."""
+    decode_one = functools.partial(decode, max_bytes=max_bytes)
     if threads <= 1:
-        yield from map(decode, paths)
+        yield from map(decode_one, paths)
         return
     with multiprocessing.Pool(threads, initializer=_set_max_image_pixels,
                               initargs=(Image.MAX_IMAGE_PIXELS,)) as pool:
-        yield from pool.imap(decode, paths, chunksize=CHUNKSIZE)
+        yield from pool.imap(decode_one, paths, chunksize=CHUNKSIZE)
 
 
 # ---------------------------------------------------------------- collecting the results
@@ -242,12 +400,16 @@ class Collection:
             self.add_duplicate(source, label, decoded.sha256)
             return
         self.kept[decoded.sha256] = (source, label)
-        name = self.output_name(label, os.path.basename(relative_path), decoded)
+        path = source if decoded.in_place else self.write(label, os.path.basename(relative_path), decoded)
+        self.index.append((path, label, decoded.sha256, decoded.width, decoded.height, source))
+
+    def write(self, label, file_name, decoded):
+        """Write a converted (or renamed) image under OUT/<label>/; return its path there."""
+        name = self.output_name(label, file_name, decoded)
         os.makedirs(os.path.join(self.temp_out, label), exist_ok=True)
         with open(os.path.join(self.temp_out, label, name), "wb") as handle:
             handle.write(decoded.data)
-        self.index.append((os.path.join(self.out_dir, label, name), label, decoded.sha256,
-                           decoded.width, decoded.height, source))
+        return os.path.join(self.out_dir, label, name)
 
     def add_duplicate(self, source, label, sha256):
         kept_source, kept_label = self.kept[sha256]
@@ -274,7 +436,7 @@ class Collection:
 
     def reject_rows(self):
         """Rejects in source order (layout rejects were found before the decoding ones)."""
-        return [(self.source(path), reason) for path, reason in
+        return [(table_text(self.source(path)), reason) for path, reason in
                 sorted(self.rejects, key=lambda row: source_order(row[0]))]
 
     def class_counts(self):
@@ -282,17 +444,22 @@ class Collection:
 
 
 def check_classes(collection, raw_dir, rejects_path, duplicates_path):
-    """Every class keeps an image, and there are at least two classes."""
+    """Every class keeps an image, and there are at least two classes.
+
+    The paths named must outlive a failed job (Snakemake deletes its outputs): copies in the log folder.
+    """
     counts = collection.class_counts()
     for label, candidates in sorted(collection.candidates.items()):
         if label not in counts:
             duplicates = collection.duplicate_counts[label]
             also = f", {duplicates} copies of other classes' files (see {duplicates_path})" if duplicates else ""
-            raise PipelineError(f"class {label!r} has no usable image: {candidates - duplicates} of its "
+            raise PipelineError(f"class {shown(label)} has no usable image: {candidates - duplicates} of its "
                                 f"{candidates} files were rejected (see {rejects_path}){also}")
     if len(counts) < 2:
         noun = "class" if len(counts) == 1 else "classes"
-        raise PipelineError(f"found {len(counts)} {noun} ({', '.join(counts)}) in {raw_dir}; need at least two")
+        rejected = f"; {len(collection.rejects)} files rejected (see {rejects_path})" if collection.rejects else ""
+        raise PipelineError(f"found {len(counts)} {noun} ({clip(', '.join(counts))}) in {raw_dir}; "
+                            f"need at least two{rejected}")
 
 
 def summary(collection):
@@ -306,7 +473,7 @@ def summary(collection):
     }
 
 
-def check_folders(raw_dir, out_dir, threads):
+def check_folders(raw_dir, out_dir, threads, max_image_bytes):
     if not os.path.isdir(raw_dir):
         raise PipelineError(f"{raw_dir}: the raw data folder does not exist")
     raw, out = os.path.realpath(raw_dir), os.path.realpath(out_dir)
@@ -315,35 +482,51 @@ def check_folders(raw_dir, out_dir, threads):
         raise PipelineError(f"--out {out_dir} and --raw {raw_dir} overlap; they must be separate folders")
     if threads < 1:
         raise PipelineError(f"--threads {threads}: must be at least 1")
+    if max_image_bytes < 1:
+        raise PipelineError(f"config key dataset.max_image_bytes: {max_image_bytes} must be at least 1")
 
 
-def collect(raw_dir, out_dir, temp_out, labeller, threads):
-    """Label, decode and sort every file of ``raw_dir`` into ``temp_out``."""
+def collect(raw_dir, out_dir, temp_out, labeller, threads, max_image_bytes=DEFAULT_MAX_IMAGE_BYTES):
+    """Label, check, decode and sort every file of ``raw_dir``; converted images go to ``temp_out``."""
     collection = Collection(raw_dir, out_dir, temp_out)
+    root = os.path.realpath(raw_dir)
+    files, unreadable = list_sources(raw_dir)
+    collection.rejects += unreadable
     labelled = []
-    for relative_path in list_sources(raw_dir):
+    for relative_path in files:
         label, reason = labeller.label(relative_path)
         if label is None:
             collection.reject(relative_path, reason)
+        elif problem := file_problem(root, collection.source(relative_path)):
+            collection.reject(relative_path, problem, label)
         else:
             labelled.append((relative_path, label))
     sources = [collection.source(relative_path) for relative_path, _ in labelled]
-    for (relative_path, label), decoded in zip(labelled, decode_all(sources, threads)):
+    for (relative_path, label), decoded in zip(labelled, decode_all(sources, threads, max_image_bytes)):
         collection.add(relative_path, label, decoded)
     return collection
 
 
 def structure(raw_dir, out_dir, index_path, rejects_path, duplicates_path, summary_path,
-              layout, filename_regex=None, class_map=None, threads=1):
-    """Sort ``raw_dir`` into ``out_dir/<class>/`` and write the tables; return the summary."""
+              layout, filename_regex=None, class_map=None, threads=1, max_image_bytes=DEFAULT_MAX_IMAGE_BYTES,
+              rejects_copy=None, duplicates_copy=None):
+    """Sort ``raw_dir`` into classes, converting into ``out_dir/<class>/``; write the tables; return the summary.
+
+    ``rejects_copy``/``duplicates_copy``: copies of those tables that outlive a failed job
+    (Snakemake deletes its outputs), named by the errors instead.
+    """
     labeller = Labeller(layout, filename_regex, class_map)
-    check_folders(raw_dir, out_dir, threads)
+    check_folders(raw_dir, out_dir, threads, max_image_bytes)
     with atomic.atomic_dir(out_dir) as temp_out:
-        collection = collect(raw_dir, out_dir, temp_out, labeller, threads)
+        collection = collect(raw_dir, out_dir, temp_out, labeller, threads, max_image_bytes)
         # Written before the checks, so that an error can point at them.
-        atomic.write_table(rejects_path, REJECTS_HEADER, collection.reject_rows())
-        atomic.write_table(duplicates_path, DUPLICATES_HEADER, collection.duplicates)
-        check_classes(collection, raw_dir, rejects_path, duplicates_path)
+        for path in (rejects_path, rejects_copy):
+            if path:
+                atomic.write_table(path, REJECTS_HEADER, collection.reject_rows())
+        for path in (duplicates_path, duplicates_copy):
+            if path:
+                atomic.write_table(path, DUPLICATES_HEADER, collection.duplicates)
+        check_classes(collection, raw_dir, rejects_copy or rejects_path, duplicates_copy or duplicates_path)
     atomic.write_table(index_path, INDEX_HEADER, collection.index)
     result = summary(collection)
     atomic.write_json(summary_path, result)
@@ -364,7 +547,8 @@ def parse_class_map(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raw", required=True, help="folder of raw images (walked recursively)")
-    parser.add_argument("--out", required=True, help="output folder, one subfolder per class (replaced)")
+    parser.add_argument("--out", required=True, help="output folder for converted images, one subfolder per "
+                                                     "class (replaced)")
     parser.add_argument("--index", required=True, help="index.tsv to write: path, label, sha256, width, "
                                                        "height, source")
     parser.add_argument("--rejects", required=True, help="rejects.tsv to write: source, reason")
@@ -379,9 +563,15 @@ def main(argv=None):
                         help='JSON object of regex -> new class name, e.g. \'{"Early|Pre|Pro": "ALL"}\'; '
                              "first full match wins")
     parser.add_argument("--threads", type=int, default=1, help="decoding processes")
+    parser.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
+                        help=f"reject larger files unread (default {DEFAULT_MAX_IMAGE_BYTES})")
+    parser.add_argument("--rejects-copy", default=None,
+                        help="a copy of rejects.tsv that outlives a failed job (e.g. in the log folder)")
+    parser.add_argument("--duplicates-copy", default=None, help="the same for duplicates.tsv")
     args = parser.parse_args(argv)
     result = structure(args.raw, args.out, args.index, args.rejects, args.duplicates, args.summary,
-                       args.layout, args.filename_regex, parse_class_map(args.class_map), args.threads)
+                       args.layout, args.filename_regex, parse_class_map(args.class_map), args.threads,
+                       args.max_image_bytes, args.rejects_copy, args.duplicates_copy)
     print(f"{result['images']} images in {len(result['classes'])} classes, "
           f"{result['rejects']} rejected, {result['duplicates']} duplicates -> {args.out}")
 

@@ -53,7 +53,7 @@ rule download_dataset:
 
 
 rule extract_dataset:
-    """Unpack the archive safely: no path may escape the target, size is capped."""
+    """Unpack the archive safely: no path may escape the target; size, member count and depth are capped."""
     input:
         archive=dataset_download(),
         code=code("data/archive"),
@@ -61,6 +61,8 @@ rule extract_dataset:
         directory(f"{DATA}/raw"),
     params:
         max_bytes=config["download"]["max_extract_bytes"],
+        max_members=config["download"]["max_members"],
+        max_depth=config["download"]["max_depth"],
     log:
         f"{LOGS}/extract_dataset.log",
     benchmark:
@@ -73,11 +75,13 @@ rule extract_dataset:
         env("base")
     shell:
         "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
-        " --max-bytes {params.max_bytes} > {log} 2>&1"
+        " --max-bytes {params.max_bytes} --max-members {params.max_members} --max-depth {params.max_depth}"
+        " > {log} 2>&1"
 
 
 rule structure:
-    """One folder per class, every image decoded and RGB; rejects and duplicates listed."""
+    """Every image decoded; index of the kept ones per class (plain RGB JPEGs used in place,
+    others converted to PNG under images/); rejects and duplicates listed."""
     input:
         raw=raw_tree(),
         code=code("data/structure"),
@@ -91,8 +95,12 @@ rule structure:
         layout=config["dataset"]["layout"],
         filename_regex=config["dataset"]["filename_regex"] or "",
         class_map=json.dumps(config["dataset"]["class_map"]),  # key order matters: first match wins
+        max_image_bytes=config["dataset"]["max_image_bytes"],
     log:
-        f"{LOGS}/structure.log",
+        # Copies of the tables that errors point to: Snakemake deletes a failed job's outputs, not its logs.
+        messages=f"{LOGS}/structure.log",
+        rejects=f"{LOGS}/structure_rejects.tsv",
+        duplicates=f"{LOGS}/structure_duplicates.tsv",
     benchmark:
         f"{RUNTIME}/structure.tsv"
     threads: 2
@@ -106,7 +114,8 @@ rule structure:
         " --index {output.index:q} --rejects {output.rejects:q} --duplicates {output.duplicates:q}"
         " --summary {output.summary:q} --layout {params.layout}"
         " --filename-regex={params.filename_regex:q} --class-map {params.class_map:q}"
-        " --threads {threads} > {log} 2>&1"
+        " --max-image-bytes {params.max_image_bytes} --rejects-copy {log.rejects:q}"
+        " --duplicates-copy {log.duplicates:q} --threads {threads} > {log.messages:q} 2>&1"
 
 
 rule split:
@@ -143,6 +152,9 @@ rule tfrecord_shard:
     """One TFRecord shard of one split (TF-Slim feature keys)."""
     input:
         manifest=f"{DATA}/manifest.tsv",
+        # The images the manifest names: in place in the raw tree, or converted under images/.
+        raw=raw_tree(),
+        images=f"{DATA}/images",
         code=code("data/tfrecord_shard"),
     output:
         f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
