@@ -96,9 +96,21 @@ def source_name(source):
     return posixpath.basename(path.rstrip(posixpath.sep)) or "download"
 
 
+# ------------------------------------------------------------------ downloads
+# The two things fetched from outside, by the `source` wildcard of `download` and `extract`.
+SOURCE_SECTIONS = {"data": "dataset", "backbone": "backbone"}
+
+
+def source_setting(source, key):
+    return config[SOURCE_SECTIONS[source]][key]
+
+
+def downloaded(source):
+    """Where `download` stores the data set's or the backbone's file."""
+    return f"{RESULTS}/{source}/download/{source_name(source_setting(source, 'source'))}"
+
+
 # ------------------------------------------------------------------ data set
-def dataset_download():
-    return f"{DATA}/download/{source_name(config['dataset']['source'])}"
 
 
 def raw_tree():
@@ -108,7 +120,7 @@ def raw_tree():
         return f"{DATA}/synthetic"
     if not is_remote(source) and os.path.isdir(source):
         return source
-    return f"{DATA}/raw"
+    return f"{DATA}/unpacked"
 
 
 def shard_count(split):
@@ -130,11 +142,12 @@ def all_tfrecords():
 # ------------------------------------------------------------------ backbone
 def backbone_download():
     """The backbone's checkpoint or graph as fetched (or made, for `untrained`)."""
-    return f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz" if UNTRAINED else backbone_fetched()
+    return f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz" if UNTRAINED else downloaded("backbone")
 
 
-def backbone_fetched():
-    return f"{BACKBONE}/download/{source_name(config['backbone']['source'])}"
+def archive_of(source):
+    """The archive `extract` unpacks: the downloaded data set, or the backbone's (or the untrained one)."""
+    return backbone_download() if source == "backbone" else downloaded("data")
 
 
 def backbone_unpacked():
@@ -353,6 +366,7 @@ wildcard_constraints:
     precision="FP32|FP16|INT8",
     kind=r"plain|view[1-7]|aug-[0-9a-f]{8}",
     shard=r"\d{5}",
+    source="data|backbone",
     num_shards=r"\d{5}",
 
 

@@ -25,21 +25,21 @@ rule synthetic_images:
         " --size {params.synthetic[image_size]} --seed {params.synthetic[seed]} > {log} 2>&1"
 
 
-rule download_dataset:
-    """Fetch the data set archive (http(s), file:// or local path), verifying its sha256."""
+rule download:
+    """Fetch the data set's or the backbone's file (http(s), file:// or local path), verifying its sha256."""
     input:
         code=code("data/fetch"),
     output:
-        dataset_download(),
+        f"{RESULTS}/{{source}}/download/{{name}}",
     params:
-        source=config["dataset"]["source"],
-        sha256=config["dataset"]["sha256"] or "",
+        url=lambda wildcards: source_setting(wildcards.source, "source"),
+        sha256=lambda wildcards: source_setting(wildcards.source, "sha256") or "",
         retries=config["download"]["retries"],
         timeout=config["download"]["timeout_seconds"],
     log:
-        f"{LOGS}/download_dataset.log",
+        f"{LOGS}/download_{{source}}_{{name}}.log",
     benchmark:
-        f"{RUNTIME}/download_dataset.tsv"
+        f"{RUNTIME}/download_{{source}}_{{name}}.tsv"
     threads: 1
     resources:
         mem_mb=200,
@@ -47,26 +47,26 @@ rule download_dataset:
     conda:
         env("base")
     shell:
-        "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
+        "python -m scripts.data.fetch --source {params.url:q} --output {output:q}"
         " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
         " > {log} 2>&1"
 
 
-rule extract_dataset:
-    """Unpack the archive safely: no path may escape the target; size, member count and depth are capped."""
+rule extract:
+    """Unpack an archive safely: no path may escape the target; size, member count and depth are capped."""
     input:
-        archive=dataset_download(),
+        archive=lambda wildcards: archive_of(wildcards.source),
         code=code("data/archive"),
     output:
-        directory(f"{DATA}/raw"),
+        directory(f"{RESULTS}/{{source}}/unpacked"),
     params:
         max_bytes=config["download"]["max_extract_bytes"],
         max_members=config["download"]["max_members"],
         max_depth=config["download"]["max_depth"],
     log:
-        f"{LOGS}/extract_dataset.log",
+        f"{LOGS}/extract_{{source}}.log",
     benchmark:
-        f"{RUNTIME}/extract_dataset.tsv"
+        f"{RUNTIME}/extract_{{source}}.tsv"
     threads: 1
     resources:
         mem_mb=500,

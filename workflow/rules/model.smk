@@ -26,57 +26,6 @@ rule untrained_backbone:
         " --size {params.size} > {log} 2>&1"
 
 
-rule download_backbone:
-    """Fetch the checkpoint or frozen graph (URL or local path), verifying its sha256."""
-    input:
-        code=code("data/fetch"),
-    output:
-        backbone_fetched(),
-    params:
-        source=config["backbone"]["source"],
-        sha256=config["backbone"]["sha256"] or "",
-        retries=config["download"]["retries"],
-        timeout=config["download"]["timeout_seconds"],
-    log:
-        f"{LOGS}/download_backbone.log",
-    benchmark:
-        f"{RUNTIME}/download_backbone.tsv"
-    threads: 1
-    resources:
-        mem_mb=200,
-        runtime=60,
-    conda:
-        env("base")
-    shell:
-        "python -m scripts.data.fetch --source {params.source:q} --output {output:q}"
-        " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
-        " > {log} 2>&1"
-
-
-rule extract_backbone:
-    """Unpack the backbone archive with the same safe extraction as the data."""
-    input:
-        archive=backbone_download(),
-        code=code("data/archive"),
-    output:
-        directory(f"{BACKBONE}/unpacked"),
-    params:
-        max_bytes=config["download"]["max_extract_bytes"],
-    log:
-        f"{LOGS}/extract_backbone.log",
-    benchmark:
-        f"{RUNTIME}/extract_backbone.tsv"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=30,
-    conda:
-        env("base")
-    shell:
-        "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
-        " --max-bytes {params.max_bytes} > {log} 2>&1"
-
-
 rule backbone:
     """Restore (or cut) the backbone and freeze it up to the features: backbone.pb."""
     input:
