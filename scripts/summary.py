@@ -167,7 +167,9 @@ def summary_text(experiments, results="results", current=None, report_command=No
     """The end-of-run summary (a few lines), or "" when the run produced no result to show."""
     display = display or (lambda path: path)
     results = Results(results, current)
-    metrics_by_experiment = {name: results.json(name, "model", "metrics.json") for name in experiments}
+    # A fine-tuned experiment's final metrics are its fine-tuning's; a head-only one's, its head's.
+    metrics_by_experiment = {name: results.json(name, "finetune", "metrics.json")
+                             or results.json(name, "model", "metrics.json") for name in experiments}
     selected = selected_experiment(results)
     lines = []
     data = data_line(results)

@@ -76,3 +76,17 @@ def test_a_full_disk_fails_cleanly_without_outputs_that_look_complete(small_disk
     with open(results / "logs" / "untrained_backbone.log") as handle:
         assert "error: no space left on the device" in handle.read()
     assert temporaries(small_disk) == []
+
+
+def test_after_ctrl_c_to_snakemake_alone_the_plain_rerun_finishes(tmp_path):
+    """Ctrl-C lets the running job finish but marks it incomplete; the workflow profile's
+    rerun-incomplete makes the README's plain command redo it instead of stopping."""
+    target = "results/backbone/backbone.json"
+    process = start(tmp_path, target, output=subprocess.PIPE)
+    log = tmp_path / "results" / "logs" / "backbone.log"
+    wait_for(process, log.exists, "the backbone job started")
+    process.send_signal(signal.SIGINT)  # to Snakemake only, as a terminal's Ctrl-C to the foreground process
+    process.wait(timeout=600)
+    result = snakemake(tmp_path, target, configfiles=[OFFLINE])  # no --unlock, no --rerun-incomplete
+    assert (tmp_path / target).exists() and temporaries(tmp_path) == []
+    assert "IncompleteFilesException" not in result.stderr

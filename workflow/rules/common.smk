@@ -45,7 +45,7 @@ def all_cores():
 def module_file(name):
     """The file of a dotted project module name, e.g. scripts.core.atomic."""
     path = os.path.join(workflow.basedir, *name.split("."))
-    return path + ".py" if os.path.isfile(path + ".py") else os.path.join(path, "__init__.py")
+    return f"{path}.py" if os.path.isfile(f"{path}.py") else os.path.join(path, "__init__.py")
 
 
 def imported_modules(path):
@@ -68,9 +68,9 @@ def code(module):
     """A stage's module and every project module it imports, as inputs.
 
     Editing any of them reruns the stage. ``module`` is a path under scripts/ without
-    .py, e.g. "data/structure".
+    .py, as a dotted name, e.g. "data.structure".
     """
-    start = "scripts." + module.replace("/", ".")
+    start = f"scripts.{module}"
     seen, todo = set(), [start]
     while todo:
         name = todo.pop()
@@ -193,7 +193,7 @@ def augment_name(augment):
     """aug-<hash> of the settings that make the augmented training copies."""
     keys = ("copies", "flip", "rotate90", "crop", "color_jitter", "seed")
     text = json.dumps({key: augment[key] for key in keys}, sort_keys=True)
-    return "aug-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"aug-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 AUGMENTS = {augment_name(settings(name)["augment"]): settings(name)["augment"] for name in EXPERIMENTS
@@ -252,7 +252,7 @@ def engine_files(wildcards):
 
 def root_preprocess(root):
     """The preprocessing that calibrates a backbone's INT8 IR: the base one, or the fine-tuned experiment's."""
-    return config["preprocess"] if root == "backbone" else settings(root.split("/")[0])["preprocess"]
+    return config["preprocess"] if root == "backbone" else settings(os.path.dirname(root))["preprocess"]
 
 
 def calibration_options(wildcards):

@@ -4,7 +4,7 @@
 rule synthetic_images:
     """Draw the offline image set (shape classes); no download needed."""
     input:
-        code=code("data/synthetic"),
+        code=code("data.synthetic"),
     output:
         directory(f"{DATA}/synthetic"),
     params:
@@ -28,7 +28,7 @@ rule synthetic_images:
 rule download:
     """Fetch the data set's or the backbone's file (http(s), file:// or local path), verifying its sha256."""
     input:
-        code=code("data/fetch"),
+        code=code("data.fetch"),
     output:
         f"{RESULTS}/{{source}}/download/{{name}}",
     params:
@@ -56,7 +56,7 @@ rule extract:
     """Unpack an archive safely: no path may escape the target; size, member count and depth are capped."""
     input:
         archive=lambda wildcards: archive_of(wildcards.source),
-        code=code("data/archive"),
+        code=code("data.archive"),
     output:
         directory(f"{RESULTS}/{{source}}/unpacked"),
     params:
@@ -84,7 +84,7 @@ rule structure:
     others converted to PNG under images/); rejects and duplicates listed."""
     input:
         raw=raw_tree(),
-        code=code("data/structure"),
+        code=code("data.structure"),
     output:
         images=directory(f"{DATA}/images"),
         index=f"{DATA}/index.tsv",
@@ -122,7 +122,7 @@ rule split:
     """Train/validation/test by a hash of each image's content; manifest and labels."""
     input:
         index=f"{DATA}/index.tsv",
-        code=code("data/split"),
+        code=code("data.split"),
     output:
         manifest=f"{DATA}/manifest.tsv",
         labels=f"{DATA}/labels.json",
@@ -155,7 +155,7 @@ rule tfrecord_shard:
         # The images the manifest names: in place in the raw tree, or converted under images/.
         raw=raw_tree(),
         images=f"{DATA}/images",
-        code=code("data/tfrecord_shard"),
+        code=code("data.tfrecord_shard"),
     output:
         f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
     log:

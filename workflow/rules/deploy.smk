@@ -24,7 +24,7 @@ rule ir:
         test_tfrecords=tfrecord_shards("test"),
         test_features=lambda wildcards: features(wildcards.experiment, "test", wildcards.precision),
         test_view_features=lambda wildcards: view_features(wildcards.experiment, "test", wildcards.precision),
-        code=code("deploy/ir"),
+        code=code("deploy.ir"),
     output:
         xml=f"{IR_DIR}/model.xml",
         bin=f"{IR_DIR}/model.bin",
@@ -59,7 +59,7 @@ rule evaluate_ir:
         test_features=lambda wildcards: features(wildcards.experiment, "test", wildcards.precision),
         test_view_features=lambda wildcards: view_features(wildcards.experiment, "test", wildcards.precision),
         reference=lambda wildcards: f"{model_dir(wildcards.experiment)}/test_predictions.npz",
-        code=code("deploy/evaluate_ir"),
+        code=code("deploy.evaluate_ir"),
     output:
         f"{IR_DIR}/evaluation.json",
     params:
@@ -88,7 +88,7 @@ rule benchmark:
         xml=f"{IR_DIR}/model.xml",
         bin=f"{IR_DIR}/model.bin",
         info=f"{IR_DIR}/ir.json",
-        code=code("deploy/benchmark"),
+        code=code("deploy.benchmark"),
     output:
         f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json",
     params:
@@ -121,7 +121,7 @@ rule gather_benchmarks:
             device=config["benchmark"]["devices"],
             precision=precisions(wildcards.experiment),
         ),
-        code=code("deploy/benchmark"),
+        code=code("deploy.benchmark"),
     output:
         csv=f"{BENCHMARK_DIR}/benchmarks.csv",
         json=f"{BENCHMARK_DIR}/benchmarks.json",

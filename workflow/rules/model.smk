@@ -5,7 +5,7 @@
 rule untrained_backbone:
     """A randomly initialised Inception V3 in the official checkpoint format (offline, tests)."""
     input:
-        code=code("model/backbone"),
+        code=code("model.backbone"),
     output:
         f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz",
     params:
@@ -30,7 +30,7 @@ rule backbone:
     """Restore (or cut) the backbone and freeze it up to the features: backbone.pb."""
     input:
         source=backbone_unpacked(),
-        code=code("model/backbone"),
+        code=code("model.backbone"),
     output:
         pb=f"{BACKBONE}/backbone.pb",
         info=f"{BACKBONE}/backbone.json",
@@ -69,7 +69,7 @@ rule backbone_ir:
         pb=f"{RESULTS}/{{root}}/backbone.pb",
         info=f"{RESULTS}/{{root}}/backbone.json",
         train_tfrecords=lambda wildcards: tfrecord_shards("train") if wildcards.precision == "INT8" else [],
-        code=code("model/backbone_ir"),
+        code=code("model.backbone_ir"),
     output:
         xml=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.xml",
         bin=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.bin",
@@ -97,7 +97,7 @@ rule bottleneck_shard:
         tfrecord=f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
         info=f"{RESULTS}/{{root}}/backbone.json",
         model=engine_files,
-        code=code("model/bottlenecks"),
+        code=code("model.bottlenecks"),
     output:
         f"{RESULTS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.npz",
     params:
@@ -130,7 +130,7 @@ rule gather_bottlenecks:
             f"{shard_name(wildcards.split, shard)}.npz"
             for shard in range(shard_count(wildcards.split))
         ],
-        code=code("model/bottlenecks"),
+        code=code("model.bottlenecks"),
     output:
         f"{RESULTS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}.npz",
     log:
@@ -158,7 +158,7 @@ rule retrain:
         test_views=lambda wildcards: view_features(wildcards.experiment, "test", root="backbone"),
         labels=f"{DATA}/labels.json",
         info=f"{BACKBONE}/backbone.json",
-        code=code("model/retrain"),
+        code=code("model.retrain"),
     output:
         head=f"{RESULTS}/{{experiment}}/model/head.npz",
         history=f"{RESULTS}/{{experiment}}/model/history.csv",
@@ -195,7 +195,7 @@ rule finetune:
         head=f"{RESULTS}/{{experiment}}/model/head.npz",
         train_tfrecords=tfrecord_shards("train"),
         validation_tfrecords=tfrecord_shards("validation"),
-        code=code("model/finetune"),
+        code=code("model.finetune"),
     output:
         pb=f"{RESULTS}/{{experiment}}/finetune/backbone.pb",
         info=f"{RESULTS}/{{experiment}}/finetune/backbone.json",
@@ -236,7 +236,7 @@ rule score_finetune:
         test=lambda wildcards: features(wildcards.experiment, "test"),
         test_views=lambda wildcards: view_features(wildcards.experiment, "test"),
         labels=f"{DATA}/labels.json",
-        code=code("model/retrain"),
+        code=code("model.retrain"),
     output:
         metrics=f"{RESULTS}/{{experiment}}/finetune/metrics.json",
         predictions=f"{RESULTS}/{{experiment}}/finetune/test_predictions.npz",
@@ -265,7 +265,7 @@ checkpoint select:
     """The best experiment on the validation split (never the test split): selected.json."""
     input:
         metrics=[final_metrics(experiment) for experiment in EXPERIMENTS],
-        code=code("model/select"),
+        code=code("model.select"),
     output:
         selected=f"{RESULTS}/selected.json",
     params:
@@ -296,7 +296,7 @@ rule freeze:
         test_tfrecords=tfrecord_shards("test"),
         test_features=lambda wildcards: features(wildcards.experiment, "test"),
         test_view_features=lambda wildcards: view_features(wildcards.experiment, "test"),
-        code=code("model/freeze"),
+        code=code("model.freeze"),
     output:
         pb=f"{RESULTS}/{{experiment}}/model/frozen_model.pb",
         info=f"{RESULTS}/{{experiment}}/model/model.json",
