@@ -26,8 +26,10 @@ from scripts.core.errors import PipelineError
 # Rules run `python -m scripts.<stage>` with TensorFlow's C++ logging quieted before
 # Python starts (scripts/core/quiet.py).
 # (Braces are doubled twice: once for the f-string, once for Snakemake's formatting.)
-shell.prefix(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-             f"{quiet.shell_exports()}")
+shell.prefix(
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"{quiet.shell_exports()}"
+)
 
 
 report: "workflow/report/workflow.rst"
@@ -50,11 +52,11 @@ if not {"--lint", "--unlock"} & set(sys.argv):
 
 
 rule all:
+    default_target: True
     input:
         final_targets,
         report_targets,
         console_report_targets(),
-    default_target: True
 
 
 # Up to the evaluated IRs of the deployed experiment(s), without benchmarks and report:
@@ -72,11 +74,21 @@ onstart:
 
 onsuccess:
     try:
-        command = summary.run_report_command(workflow.main_snakefile, workflow.overwrite_configfiles,
-                                             sys.argv[1:], all_cores())
-        text = summary.summary_text(EXPERIMENTS, RESULTS, current=current_outputs(), report_command=command,
-                                    display=summary.display_paths())
-    except Exception as error:  # a summary that cannot be made must not turn a good run into a failure
+        command = summary.run_report_command(
+            workflow.main_snakefile,
+            workflow.overwrite_configfiles,
+            sys.argv[1:],
+            all_cores(),
+        )
+        text = summary.summary_text(
+            EXPERIMENTS,
+            RESULTS,
+            current=current_outputs(),
+            report_command=command,
+            display=summary.display_paths(),
+        )
+    # A summary that cannot be made must not turn a good run into a failure.
+    except Exception as error:
         text = f"(no summary: {type(error).__name__}: {error}; python -m scripts.summary prints it)"
     if text:
         print(f"\n{text}\n", file=sys.stderr, flush=True)

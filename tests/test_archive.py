@@ -430,7 +430,9 @@ def test_over_long_names_are_refused_briefly(tmp_path, name, reason):
 
 def test_path_too_long_for_the_target_is_named_as_such(tmp_path):
     # Each name and the whole member path are within the caps; the target's own path is long.
-    target = os.path.join(str(tmp_path), *["t" * 250] * 12, "raw")
+    # Long enough, wherever tmp_path is, that target + member pass the system's 4096-byte limit.
+    levels = -(-(3300 - len(str(tmp_path))) // 251)
+    target = os.path.join(str(tmp_path), *["t" * 250] * levels, "raw")
     os.makedirs(os.path.dirname(target))
     archive = write_tar(tmp_path / "a.tgz", [tar_member("/".join(["m" * 200] * 5), b"x")])
     with pytest.raises(PipelineError, match="a member's path is too long for the file system under"):
@@ -449,7 +451,9 @@ def test_disk_full_is_not_reported_as_a_corrupt_archive(tmp_path, monkeypatch):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.data.archive", *args],
+    # The rule always passes every cap; a test's own value comes last and wins.
+    caps = ["--max-bytes", "10000000000", "--max-members", "100000", "--max-depth", "32"]
+    return subprocess.run([sys.executable, "-m", "scripts.data.archive", *caps, *args],
                           check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

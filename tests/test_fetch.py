@@ -191,7 +191,8 @@ def test_missing_local_source_fails_naming_it(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.data.fetch", *args],
+    limits = ["--retries", "3", "--timeout", "60"]  # as the rule always passes them
+    return subprocess.run([sys.executable, "-m", "scripts.data.fetch", *args, *limits],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

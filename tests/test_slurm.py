@@ -24,7 +24,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from conftest import OFFLINE, REPO, snakemake
+from conftest import OFFLINE, REPO, layered_config, selected, snakemake, tool_env
+
+from scripts.core.config_check import expand_experiments
 
 SLURM_PROFILE = os.path.join(REPO, "profiles", "slurm")
 LOCAL_PROFILE = os.path.join(REPO, "profiles", "local")
@@ -37,20 +39,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def layered_config():
-    """config.yaml with configs/offline.yaml on top (one level deep is enough here)."""
-    merged = {}
-    for path in (os.path.join(REPO, "config.yaml"), OFFLINE):
-        with open(path, encoding="utf-8") as handle:
-            for key, value in yaml.safe_load(handle).items():
-                merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
-    return merged
-
-
-EXPERIMENTS = sorted(layered_config()["experiments"])
+EXPERIMENTS = sorted(expand_experiments(layered_config(OFFLINE)))
 MANIFEST = "results/data/manifest.tsv"
 METRICS = "results/{}/model/metrics.json"
-# What the local run makes (the bottlenecks come with the metrics) and is compared.
+# What the local run makes (the features come with the metrics) and is compared.
 COMPARED = [MANIFEST] + [METRICS.format(experiment) for experiment in EXPERIMENTS]
 
 
@@ -103,7 +95,7 @@ def run_on_slurm(workdir, config):
     if config.get("AccountingStorageType") == "accounting_storage/none":
         command += ["--slurm-status-command", "squeue"]  # sacct needs slurmdbd
     command += ["--configfile", OFFLINE]
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env = tool_env()
     log_path = workdir / "snakemake-slurm.log"
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
@@ -159,10 +151,12 @@ def runs(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ job records
-def planned_jobs_in(log):
-    """{rule: count} from the job table Snakemake prints before running."""
-    table = log.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE)}
+def started_jobs_in(log):
+    """{rule: count} of the jobs Snakemake started (before and after the `select` checkpoint)."""
+    counts = {}
+    for rule in re.findall(r"^(?:rule|checkpoint) (\w+):", log, re.MULTILINE):
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
 
 
 def squeue_jobs(run_id):
@@ -193,9 +187,8 @@ def rule_and_wildcards(comment):
 def test_every_job_ran_as_its_own_slurm_job(runs):
     run_id = run_id_of(runs.log)
     assert run_id, "Snakemake did not use the SLURM executor (no 'SLURM run ID' in its log)"
-    planned = planned_jobs_in(runs.log)
+    expected = started_jobs_in(runs.log)
     local_rules = set(re.findall(r"^localrule (\w+):", runs.log, re.MULTILINE))
-    expected = {rule: count for rule, count in planned.items() if rule not in local_rules}
     assert local_rules <= {"all"}, f"rules run on the submit host instead of SLURM: {local_rules - {'all'}}"
 
     jobs = squeue_jobs(run_id)
@@ -208,11 +201,11 @@ def test_every_job_ran_as_its_own_slurm_job(runs):
         by_rule.setdefault(rule, []).append(wildcards)
     assert {rule: len(wildcards) for rule, wildcards in by_rule.items()} == expected
 
-    # One SLURM job per bottleneck shard, and per experiment for training.
-    shards = sorted(os.path.basename(path)[:-len(".npz")].replace("-of-", "_").replace("-", "_")
-                    for path in glob.glob(str(runs.local / "results" / "bottlenecks" / "*-of-*.npz")))
-    assert len(shards) > 1 and sorted(by_rule["bottleneck_shard"]) == shards
-    assert sorted(by_rule["retrain"]) == sorted(by_rule["freeze"]) == EXPERIMENTS
+    # One SLURM job per feature shard, per experiment for training, and the deployment of the selected one.
+    shards = glob.glob(str(runs.slurm / "results" / "backbone" / "features" / "*" / "*" / "*" / "*-of-*.npz"))
+    assert len(shards) > 1 and len(by_rule["bottleneck_shard"]) == len(shards)
+    assert sorted(by_rule["retrain"]) == EXPERIMENTS
+    assert len(by_rule["freeze"]) == 1 and selected(runs.slurm) in by_rule["freeze"][0]
 
     if runs.config.get("JobCompType") == "jobcomp/filetxt":
         records = jobcomp_records(runs.config, run_id)
@@ -222,7 +215,7 @@ def test_every_job_ran_as_its_own_slurm_job(runs):
         # The rule's threads became --cpus-per-task, the profile's set-resources --mem.
         with open(os.path.join(SLURM_PROFILE, "config.yaml"), encoding="utf-8") as handle:
             profile_mem = yaml.safe_load(handle)["set-resources"]["bottleneck_shard"]["mem_mb"]
-        threads = layered_config()["bottlenecks"]["threads"]
+        threads = layered_config(OFFLINE)["inference"]["threads"]
         for job_id, (_, comment) in jobs.items():
             if rule_and_wildcards(comment)[0] == "bottleneck_shard":
                 assert records[job_id]["ProcCnt"] == str(threads), records[job_id]
@@ -252,12 +245,11 @@ def npz_differences(first, second):
         return problems
 
 
-def test_the_bottlenecks_are_bit_identical_to_the_local_run(runs):
+def test_the_features_are_bit_identical_to_the_local_run(runs):
     local = sorted(os.path.relpath(path, runs.local)
-                   for path in glob.glob(str(runs.local / "results" / "bottlenecks" / "*.npz")))
-    slurm = sorted(os.path.relpath(path, runs.slurm)
-                   for path in glob.glob(str(runs.slurm / "results" / "bottlenecks" / "*.npz")))
-    assert local and slurm == local
+                   for path in glob.glob(str(runs.local / "results" / "backbone" / "features" / "**" / "*.npz"),
+                                         recursive=True))
+    assert local and all((runs.slurm / name).exists() for name in local)
     differences = {name: npz_differences(runs.local / name, runs.slurm / name) for name in local}
     assert not {name: problems for name, problems in differences.items() if problems}
 

@@ -151,7 +151,8 @@ def test_command_line_bad_regex_exits_1_with_one_error_line(tmp_path):
     command = [sys.executable, "-m", "scripts.data.structure", "--raw", str(tmp_path / "raw"),
                "--out", str(tmp_path / "out"), "--index", str(tmp_path / "i.tsv"),
                "--rejects", str(tmp_path / "r.tsv"), "--duplicates", str(tmp_path / "d.tsv"),
-               "--summary", str(tmp_path / "s.json"), "--layout", "filename", "--filename-regex", "(["]
+               "--summary", str(tmp_path / "s.json"), "--layout", "filename", "--filename-regex", "([",
+               "--threads", "1", "--max-image-bytes", "1000000"]
     completed = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True)
     assert completed.returncode == 1
     lines = completed.stderr.strip().splitlines()
@@ -164,7 +165,8 @@ def test_command_line_with_class_map(tmp_path):
     save(f"{raw}/c/c1.jpg", rgb((0, 0, 200)))
     structure.main(["--raw", str(raw), "--out", str(tmp_path / "out"), "--index", str(tmp_path / "i.tsv"),
                     "--rejects", str(tmp_path / "r.tsv"), "--duplicates", str(tmp_path / "d.tsv"),
-                    "--summary", str(tmp_path / "s.json"), "--class-map", '{"a|b": "ab"}', "--threads", "1"])
+                    "--summary", str(tmp_path / "s.json"), "--class-map", '{"a|b": "ab"}', "--threads", "1",
+                    "--layout", "folders", "--max-image-bytes", "1000000"])
     assert atomic.read_json(tmp_path / "s.json")["classes"] == {"ab": 2, "c": 1}
 
 

@@ -381,12 +381,12 @@ def main(argv=None):
     parser.add_argument("--archive", required=True, help="the archive file to unpack")
     parser.add_argument("--output", required=True,
                         help="the folder to create (replaced as a whole on success)")
-    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
-                        help=f"refuse archives that unpack to more (default {DEFAULT_MAX_BYTES})")
-    parser.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS,
-                        help=f"refuse archives with more members (default {DEFAULT_MAX_MEMBERS})")
-    parser.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH,
-                        help=f"refuse paths with more levels (default {DEFAULT_MAX_DEPTH})")
+    parser.add_argument("--max-bytes", type=int, required=True,
+                        help="refuse archives that unpack to more (download.max_extract_bytes)")
+    parser.add_argument("--max-members", type=int, required=True,
+                        help="refuse archives with more members (download.max_members)")
+    parser.add_argument("--max-depth", type=int, required=True,
+                        help="refuse paths with more levels (download.max_depth)")
     args = parser.parse_args(argv)
     files = extract(args.archive, args.output, args.max_bytes, args.max_members, args.max_depth)
     print(f"unpacked {len(files)} files into {args.output}")

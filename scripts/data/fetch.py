@@ -233,10 +233,10 @@ def main(argv=None):
     parser.add_argument("--sha256", default=None,
                         help="expected sha256 (hex); empty or absent: the first fetch's hash is "
                              "recorded in OUTPUT.sha256 and later fetches must match it")
-    parser.add_argument("--retries", type=int, default=3,
-                        help="extra attempts after a transient network failure (default 3)")
-    parser.add_argument("--timeout", type=float, default=60,
-                        help="seconds a network read may wait for data (default 60)")
+    parser.add_argument("--retries", type=int, required=True,
+                        help="extra attempts after a transient network failure (download.retries)")
+    parser.add_argument("--timeout", type=float, required=True,
+                        help="seconds a network read may wait for data (download.timeout_seconds)")
     args = parser.parse_args(argv)
     if args.retries < 0 or args.timeout <= 0:
         parser.error("--retries must be >= 0 and --timeout > 0")

@@ -554,7 +554,7 @@ def main(argv=None):
     parser.add_argument("--rejects", required=True, help="rejects.tsv to write: source, reason")
     parser.add_argument("--duplicates", required=True, help="duplicates.tsv to write: source, kept, sha256, note")
     parser.add_argument("--summary", required=True, help="summary.json to write")
-    parser.add_argument("--layout", choices=LAYOUTS, default="folders",
+    parser.add_argument("--layout", choices=LAYOUTS, required=True,
                         help="folders: class = folder holding the file; filename: class from --filename-regex")
     parser.add_argument("--filename-regex", default=None,
                         help="with --layout filename: regex searched in the file name; its group 'label', "
@@ -562,9 +562,9 @@ def main(argv=None):
     parser.add_argument("--class-map", default="{}",
                         help='JSON object of regex -> new class name, e.g. \'{"Early|Pre|Pro": "ALL"}\'; '
                              "first full match wins")
-    parser.add_argument("--threads", type=int, default=1, help="decoding processes")
-    parser.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
-                        help=f"reject larger files unread (default {DEFAULT_MAX_IMAGE_BYTES})")
+    parser.add_argument("--threads", type=int, required=True, help="decoding processes")
+    parser.add_argument("--max-image-bytes", type=int, required=True,
+                        help="reject larger files unread (dataset.max_image_bytes)")
     parser.add_argument("--rejects-copy", default=None,
                         help="a copy of rejects.tsv that outlives a failed job (e.g. in the log folder)")
     parser.add_argument("--duplicates-copy", default=None, help="the same for duplicates.tsv")

@@ -127,11 +127,11 @@ def generate(output_dir, classes, images_per_class, size, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="folder to write (replaced if it exists)")
-    parser.add_argument("--classes", type=int, default=3,
+    parser.add_argument("--classes", type=int, required=True,
                         help=f"number of shape classes, 2 to {len(SHAPES)}: the first of {', '.join(SHAPES)}")
-    parser.add_argument("--images-per-class", type=int, default=40, help="images of each class")
-    parser.add_argument("--size", type=int, default=128, help="width and height in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
+    parser.add_argument("--images-per-class", type=int, required=True, help="images of each class")
+    parser.add_argument("--size", type=int, required=True, help="width and height in pixels")
+    parser.add_argument("--seed", type=int, required=True, help="random seed; same seed, same files")
     args = parser.parse_args(argv)
     count = generate(args.output, args.classes, args.images_per_class, args.size, args.seed)
     print(f"wrote {count} images of {args.classes} classes to {args.output}")

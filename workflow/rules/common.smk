@@ -10,12 +10,19 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, workflow.basedir)
-from scripts.core.config_check import check_config, expand_experiments, experiment_settings
+from scripts.core.config_check import (
+    check_config,
+    expand_experiments,
+    experiment_settings,
+)
 from scripts.core.errors import PipelineError
 from snakemake.exceptions import WorkflowError
 
 try:
-    check_config(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+    check_config(
+        config,
+        os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
+    )
 except PipelineError as error:
     sys.exit(f"error: {error}")
 
@@ -45,7 +52,11 @@ def all_cores():
 def module_file(name):
     """The file of a dotted project module name, e.g. scripts.core.atomic."""
     path = os.path.join(workflow.basedir, *name.split("."))
-    return f"{path}.py" if os.path.isfile(f"{path}.py") else os.path.join(path, "__init__.py")
+    return (
+        f"{path}.py"
+        if os.path.isfile(f"{path}.py")
+        else os.path.join(path, "__init__.py")
+    )
 
 
 def imported_modules(path):
@@ -59,8 +70,11 @@ def imported_modules(path):
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in names if name.split(".")[0] == "scripts" and
-            (os.path.isfile(module_file(name)))}
+    return {
+        name
+        for name in names
+        if name.split(".")[0] == "scripts" and (os.path.isfile(module_file(name)))
+    }
 
 
 @functools.cache
@@ -78,8 +92,7 @@ def code(module):
             continue
         seen.add(name)
         todo += imported_modules(module_file(name))
-    return sorted(module_file(name)
-                  for name in seen)
+    return sorted(module_file(name) for name in seen)
 
 
 def is_remote(source):
@@ -107,7 +120,9 @@ def source_setting(source, key):
 
 def downloaded(source):
     """Where `download` stores the data set's or the backbone's file."""
-    return f"{RESULTS}/{source}/download/{source_name(source_setting(source, 'source'))}"
+    return (
+        f"{RESULTS}/{source}/download/{source_name(source_setting(source, 'source'))}"
+    )
 
 
 # ------------------------------------------------------------------ data set
@@ -132,7 +147,10 @@ def shard_name(split, shard):
 
 
 def tfrecord_shards(split):
-    return [f"{DATA}/tfrecords/{shard_name(split, shard)}.tfrecord" for shard in range(shard_count(split))]
+    return [
+        f"{DATA}/tfrecords/{shard_name(split, shard)}.tfrecord"
+        for shard in range(shard_count(split))
+    ]
 
 
 def all_tfrecords():
@@ -142,7 +160,11 @@ def all_tfrecords():
 # ------------------------------------------------------------------ backbone
 def backbone_download():
     """The backbone's checkpoint or graph as fetched (or made, for `untrained`)."""
-    return f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz" if UNTRAINED else downloaded("backbone")
+    return (
+        f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz"
+        if UNTRAINED
+        else downloaded("backbone")
+    )
 
 
 def archive_of(source):
@@ -178,7 +200,9 @@ def precisions(experiment):
 def training_engine():
     """What computes the features heads train on: TensorFlow, or the backbone IR at a precision."""
     backbone = config["bottlenecks"]
-    return "tensorflow" if backbone["backend"] == "tensorflow" else backbone["precision"]
+    return (
+        "tensorflow" if backbone["backend"] == "tensorflow" else backbone["precision"]
+    )
 
 
 def variant_name(preprocess):
@@ -186,7 +210,10 @@ def variant_name(preprocess):
     return f"crop{preprocess['central_fraction']:g}-{preprocess['resize']}"
 
 
-VARIANTS = {variant_name(settings(name)["preprocess"]): settings(name)["preprocess"] for name in EXPERIMENTS}
+VARIANTS = {
+    variant_name(settings(name)["preprocess"]): settings(name)["preprocess"]
+    for name in EXPERIMENTS
+}
 
 
 def augment_name(augment):
@@ -196,8 +223,11 @@ def augment_name(augment):
     return f"aug-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-AUGMENTS = {augment_name(settings(name)["augment"]): settings(name)["augment"] for name in EXPERIMENTS
-            if settings(name)["augment"]["copies"] > 0}
+AUGMENTS = {
+    augment_name(settings(name)["augment"]): settings(name)["augment"]
+    for name in EXPERIMENTS
+    if settings(name)["augment"]["copies"] > 0
+}
 
 
 def finetuned(experiment):
@@ -211,7 +241,11 @@ def backbone_root(experiment):
 
 def model_dir(experiment):
     """The folder of the experiment's final head and metrics (fine-tuned or head-only)."""
-    return f"{RESULTS}/{experiment}/finetune" if finetuned(experiment) else f"{RESULTS}/{experiment}/model"
+    return (
+        f"{RESULTS}/{experiment}/finetune"
+        if finetuned(experiment)
+        else f"{RESULTS}/{experiment}/model"
+    )
 
 
 def features_dir(root, variant, engine, kind):
@@ -226,7 +260,9 @@ def features(experiment, split, engine=None, kind="plain", root=None):
     """
     variant = variant_name(settings(experiment)["preprocess"])
     root = root or backbone_root(experiment)
-    return f"{features_dir(root, variant, engine or training_engine(), kind)}/{split}.npz"
+    return (
+        f"{features_dir(root, variant, engine or training_engine(), kind)}/{split}.npz"
+    )
 
 
 def test_time_views(experiment):
@@ -235,24 +271,38 @@ def test_time_views(experiment):
 
 def view_features(experiment, split, engine=None, root=None):
     """The split's features for every extra test-time view (view 0 is the plain file)."""
-    return [features(experiment, split, engine, f"view{view}", root) for view in test_time_views(experiment)[1:]]
+    return [
+        features(experiment, split, engine, f"view{view}", root)
+        for view in test_time_views(experiment)[1:]
+    ]
 
 
 def augmented_features(experiment, root=None):
     augment = settings(experiment)["augment"]
-    return [features(experiment, "train", kind=augment_name(augment), root=root)] if augment["copies"] else []
+    return (
+        [features(experiment, "train", kind=augment_name(augment), root=root)]
+        if augment["copies"]
+        else []
+    )
 
 
 def engine_files(wildcards):
     """The model that computes features for an engine: backbone.pb, or the backbone IR of a precision."""
     if wildcards.engine == "tensorflow":
         return [f"{RESULTS}/{wildcards.root}/backbone.pb"]
-    return [f"{RESULTS}/{wildcards.root}/ir/{wildcards.engine}/backbone.{ext}" for ext in ("xml", "bin")]
+    return [
+        f"{RESULTS}/{wildcards.root}/ir/{wildcards.engine}/backbone.{ext}"
+        for ext in ("xml", "bin")
+    ]
 
 
 def root_preprocess(root):
     """The preprocessing that calibrates a backbone's INT8 IR: the base one, or the fine-tuned experiment's."""
-    return config["preprocess"] if root == "backbone" else settings(os.path.dirname(root))["preprocess"]
+    return (
+        config["preprocess"]
+        if root == "backbone"
+        else settings(os.path.dirname(root))["preprocess"]
+    )
 
 
 def calibration_options(wildcards):
@@ -260,8 +310,10 @@ def calibration_options(wildcards):
     if wildcards.precision != "INT8":
         return ""
     preprocess = root_preprocess(wildcards.root)
-    return (f"--calibration-images {config['bottlenecks']['int8_calibration_images']}"
-            f" --central-fraction {preprocess['central_fraction']} --resize {preprocess['resize']}")
+    return (
+        f"--calibration-images {config['bottlenecks']['int8_calibration_images']}"
+        f" --central-fraction {preprocess['central_fraction']} --resize {preprocess['resize']}"
+    )
 
 
 def backbone_ir_files(wildcards):
@@ -284,13 +336,21 @@ def export_option(wildcards, key, used_by):
 def head_settings(experiment):
     """What a head's training depends on, as JSON (the retrain job's params; recorded in metrics.json)."""
     chosen = settings(experiment)
-    return json.dumps({section: chosen[section] for section in ("preprocess", "augment", "train")}, sort_keys=True)
+    return json.dumps(
+        {section: chosen[section] for section in ("preprocess", "augment", "train")},
+        sort_keys=True,
+    )
 
 
 def finetune_settings(experiment):
     chosen = settings(experiment)
-    finetune = {key: value for key, value in chosen["finetune"].items() if key != "enabled"}
-    augment = {key: chosen["augment"][key] for key in ("flip", "rotate90", "crop", "color_jitter")}
+    finetune = {
+        key: value for key, value in chosen["finetune"].items() if key != "enabled"
+    }
+    augment = {
+        key: chosen["augment"][key]
+        for key in ("flip", "rotate90", "crop", "color_jitter")
+    }
     return json.dumps({**finetune, "augment": augment}, sort_keys=True)
 
 
@@ -314,9 +374,15 @@ def selected_experiment():
 def deploy_targets(experiment, benchmarks=True):
     targets = [f"{RESULTS}/{experiment}/model/frozen_model.pb"]
     for precision in precisions(experiment):
-        targets += [f"{RESULTS}/{experiment}/ir/{precision}/{name}" for name in ("model.xml", "evaluation.json")]
+        targets += [
+            f"{RESULTS}/{experiment}/ir/{precision}/{name}"
+            for name in ("model.xml", "evaluation.json")
+        ]
     if benchmarks:
-        targets += [f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}" for ext in ("csv", "json")]
+        targets += [
+            f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}"
+            for ext in ("csv", "json")
+        ]
     return targets
 
 
@@ -340,20 +406,33 @@ EXPERIMENT_REPORT = f"{RESULTS}/{{experiment}}/report"
 
 
 def experiment_report(name, caption, category):
-    return report(f"{EXPERIMENT_REPORT}/{name}", caption=f"../report/{caption}", category=category,
-                  subcategory="{experiment}")
+    return report(
+        f"{EXPERIMENT_REPORT}/{name}",
+        caption=f"../report/{caption}",
+        category=category,
+        subcategory="{experiment}",
+    )
 
 
 def evaluations(experiment):
-    return [f"{RESULTS}/{experiment}/ir/{precision}/evaluation.json" for precision in precisions(experiment)]
+    return [
+        f"{RESULTS}/{experiment}/ir/{precision}/evaluation.json"
+        for precision in precisions(experiment)
+    ]
 
 
 def report_targets(wildcards):
     targets = [f"{REPORT}/data_summary.csv", f"{REPORT}/experiments.csv"]
-    targets += [f"{RESULTS}/{experiment}/report/training_curves.png" for experiment in EXPERIMENTS]
+    targets += [
+        f"{RESULTS}/{experiment}/report/training_curves.png"
+        for experiment in EXPERIMENTS
+    ]
     selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
     for experiment in deployed_experiments(selected):
-        targets += [f"{RESULTS}/{experiment}/report/{name}" for name in ("ir_accuracy.csv", "benchmarks.png")]
+        targets += [
+            f"{RESULTS}/{experiment}/report/{name}"
+            for name in ("ir_accuracy.csv", "benchmarks.png")
+        ]
     return targets
 
 
@@ -373,13 +452,17 @@ wildcard_constraints:
 # ------------------------------------------------------------------ console and report additions
 # (branch `console`, issue 15: the misclassified-images gallery of each experiment)
 def console_report_targets():
-    return [f"{RESULTS}/{experiment}/report/misclassified.png" for experiment in EXPERIMENTS]
+    return [
+        f"{RESULTS}/{experiment}/report/misclassified.png" for experiment in EXPERIMENTS
+    ]
 
 
 def selected_json():
     """results/selected.json where a rule makes it (selection on validation), else nothing."""
     path = f"{RESULTS}/selected.json"
-    return [path] if any(path in map(str, rule.output) for rule in workflow.rules) else []
+    return (
+        [path] if any(path in map(str, rule.output) for rule in workflow.rules) else []
+    )
 
 
 def current_outputs():

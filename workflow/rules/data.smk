@@ -7,18 +7,18 @@ rule synthetic_images:
         code=code("data.synthetic"),
     output:
         directory(f"{DATA}/synthetic"),
-    params:
-        synthetic=config["synthetic"],
     log:
         f"{LOGS}/synthetic_images.log",
     benchmark:
         f"{RUNTIME}/synthetic_images.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=500,
         runtime=10,
-    conda:
-        env("base")
+    params:
+        synthetic=config["synthetic"],
     shell:
         "python -m scripts.data.synthetic --output {output} --classes {params.synthetic[classes]}"
         " --images-per-class {params.synthetic[images_per_class]}"
@@ -31,21 +31,21 @@ rule download:
         code=code("data.fetch"),
     output:
         f"{RESULTS}/{{source}}/download/{{name}}",
+    log:
+        f"{LOGS}/download_{{source}}_{{name}}.log",
+    benchmark:
+        f"{RUNTIME}/download_{{source}}_{{name}}.tsv"
+    conda:
+        env("base")
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=120,
     params:
         url=lambda wildcards: source_setting(wildcards.source, "source"),
         sha256=lambda wildcards: source_setting(wildcards.source, "sha256") or "",
         retries=config["download"]["retries"],
         timeout=config["download"]["timeout_seconds"],
-    log:
-        f"{LOGS}/download_{{source}}_{{name}}.log",
-    benchmark:
-        f"{RUNTIME}/download_{{source}}_{{name}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=200,
-        runtime=120,
-    conda:
-        env("base")
     shell:
         "python -m scripts.data.fetch --source {params.url:q} --output {output:q}"
         " --sha256={params.sha256:q} --retries {params.retries} --timeout {params.timeout}"
@@ -59,20 +59,20 @@ rule extract:
         code=code("data.archive"),
     output:
         directory(f"{RESULTS}/{{source}}/unpacked"),
-    params:
-        max_bytes=config["download"]["max_extract_bytes"],
-        max_members=config["download"]["max_members"],
-        max_depth=config["download"]["max_depth"],
     log:
         f"{LOGS}/extract_{{source}}.log",
     benchmark:
         f"{RUNTIME}/extract_{{source}}.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=500,
         runtime=60,
-    conda:
-        env("base")
+    params:
+        max_bytes=config["download"]["max_extract_bytes"],
+        max_members=config["download"]["max_members"],
+        max_depth=config["download"]["max_depth"],
     shell:
         "python -m scripts.data.archive --archive {input.archive:q} --output {output:q}"
         " --max-bytes {params.max_bytes} --max-members {params.max_members} --max-depth {params.max_depth}"
@@ -88,14 +88,15 @@ rule structure:
     output:
         images=directory(f"{DATA}/images"),
         index=f"{DATA}/index.tsv",
-        rejects=report(f"{DATA}/rejects.tsv", caption="../report/rejects.rst", category="Data"),
-        duplicates=report(f"{DATA}/duplicates.tsv", caption="../report/duplicates.rst", category="Data"),
+        rejects=report(
+            f"{DATA}/rejects.tsv", caption="../report/rejects.rst", category="Data"
+        ),
+        duplicates=report(
+            f"{DATA}/duplicates.tsv",
+            caption="../report/duplicates.rst",
+            category="Data",
+        ),
         summary=f"{DATA}/structure_summary.json",
-    params:
-        layout=config["dataset"]["layout"],
-        filename_regex=config["dataset"]["filename_regex"] or "",
-        class_map=json.dumps(config["dataset"]["class_map"]),  # key order matters: first match wins
-        max_image_bytes=config["dataset"]["max_image_bytes"],
     log:
         # Copies of the tables that errors point to: Snakemake deletes a failed job's outputs, not its logs.
         messages=f"{LOGS}/structure.log",
@@ -103,12 +104,17 @@ rule structure:
         duplicates=f"{LOGS}/structure_duplicates.tsv",
     benchmark:
         f"{RUNTIME}/structure.tsv"
+    conda:
+        env("base")
     threads: 2
     resources:
         mem_mb=2000,
         runtime=120,
-    conda:
-        env("base")
+    params:
+        layout=config["dataset"]["layout"],
+        filename_regex=config["dataset"]["filename_regex"] or "",
+        class_map=json.dumps(config["dataset"]["class_map"]),  # key order matters: first match wins
+        max_image_bytes=config["dataset"]["max_image_bytes"],
     shell:
         "python -m scripts.data.structure --raw {input.raw:q} --out {output.images:q}"
         " --index {output.index:q} --rejects {output.rejects:q} --duplicates {output.duplicates:q}"
@@ -127,20 +133,20 @@ rule split:
         manifest=f"{DATA}/manifest.tsv",
         labels=f"{DATA}/labels.json",
         summary=f"{DATA}/split_summary.json",
-    params:
-        validation=config["split"]["validation"],
-        test=config["split"]["test"],
-        salt=config["split"]["salt"],
     log:
         f"{LOGS}/split.log",
     benchmark:
         f"{RUNTIME}/split.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        env("base")
+    params:
+        validation=config["split"]["validation"],
+        test=config["split"]["test"],
+        salt=config["split"]["salt"],
     shell:
         "python -m scripts.data.split --index {input.index:q} --manifest {output.manifest:q}"
         " --labels {output.labels:q} --summary {output.summary:q}"
@@ -165,12 +171,12 @@ rule tfrecord_shard:
     wildcard_constraints:
         shard=r"\d{5}",
         num_shards=r"\d{5}",
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=1500,
         runtime=30,
-    conda:
-        env("base")
     shell:
         "python -m scripts.data.tfrecord_shard --manifest {input.manifest:q} --split {wildcards.split}"
         " --shard {wildcards.shard} --num-shards {wildcards.num_shards} --output {output:q}"

@@ -22,26 +22,34 @@ rule ir:
         head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
         contract=f"{MODEL_DIR}/model.json",
         test_tfrecords=tfrecord_shards("test"),
-        test_features=lambda wildcards: features(wildcards.experiment, "test", wildcards.precision),
-        test_view_features=lambda wildcards: view_features(wildcards.experiment, "test", wildcards.precision),
+        test_features=lambda wildcards: features(
+            wildcards.experiment, "test", wildcards.precision
+        ),
+        test_view_features=lambda wildcards: view_features(
+            wildcards.experiment, "test", wildcards.precision
+        ),
         code=code("deploy.ir"),
     output:
         xml=f"{IR_DIR}/model.xml",
         bin=f"{IR_DIR}/model.bin",
         info=f"{IR_DIR}/ir.json",
-    params:
-        check_images=lambda wildcards: settings(wildcards.experiment)["export"]["check_images"],
-        tolerance=lambda wildcards: settings(wildcards.experiment)["export"]["check_tolerance"],
     log:
         f"{LOGS}/{{experiment}}/ir_{{precision}}.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/ir_{{precision}}.tsv"
+    conda:
+        env("openvino")
     threads: config["inference"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        env("openvino")
+    params:
+        check_images=lambda wildcards: settings(wildcards.experiment)["export"][
+            "check_images"
+        ],
+        tolerance=lambda wildcards: settings(wildcards.experiment)["export"][
+            "check_tolerance"
+        ],
     shell:
         "python -m scripts.deploy.ir --backbone-xml {input.backbone_xml:q} --head {input.head:q}"
         " --model-json {input.contract:q} --precision {wildcards.precision}"
@@ -56,25 +64,33 @@ rule evaluate_ir:
     input:
         info=f"{IR_DIR}/ir.json",
         head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
-        test_features=lambda wildcards: features(wildcards.experiment, "test", wildcards.precision),
-        test_view_features=lambda wildcards: view_features(wildcards.experiment, "test", wildcards.precision),
+        test_features=lambda wildcards: features(
+            wildcards.experiment, "test", wildcards.precision
+        ),
+        test_view_features=lambda wildcards: view_features(
+            wildcards.experiment, "test", wildcards.precision
+        ),
         reference=lambda wildcards: f"{model_dir(wildcards.experiment)}/test_predictions.npz",
         code=code("deploy.evaluate_ir"),
     output:
         f"{IR_DIR}/evaluation.json",
-    params:
-        min_fp_agreement=lambda wildcards: export_option(wildcards, "min_fp_agreement", ["FP32", "FP16"]),
-        max_int8_drop=lambda wildcards: export_option(wildcards, "max_int8_accuracy_drop", ["INT8"]),
     log:
         f"{LOGS}/{{experiment}}/evaluate_ir_{{precision}}.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/evaluate_ir_{{precision}}.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        env("base")
+    params:
+        min_fp_agreement=lambda wildcards: export_option(
+            wildcards, "min_fp_agreement", ["FP32", "FP16"]
+        ),
+        max_int8_drop=lambda wildcards: export_option(
+            wildcards, "max_int8_accuracy_drop", ["INT8"]
+        ),
     shell:
         "python -m scripts.deploy.evaluate_ir --ir-json {input.info:q} --head {input.head:q}"
         " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"
@@ -91,21 +107,23 @@ rule benchmark:
         code=code("deploy.benchmark"),
     output:
         f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json",
-    params:
-        modes=config["benchmark"]["modes"],
-        seconds=config["benchmark"]["seconds"],
-        skip_absent="--skip-absent" if config["benchmark"]["skip_absent_devices"] else "",
     log:
         f"{LOGS}/{{experiment}}/benchmark_{{device}}-{{precision}}.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/benchmark_{{device}}-{{precision}}.tsv"
+    conda:
+        env("openvino")
     # All the cores: a benchmark that shares the machine with other jobs measures them too.
     threads: all_cores()
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        env("openvino")
+    params:
+        modes=config["benchmark"]["modes"],
+        seconds=config["benchmark"]["seconds"],
+        skip_absent=(
+            "--skip-absent" if config["benchmark"]["skip_absent_devices"] else ""
+        ),
     shell:
         "python -m scripts.deploy.benchmark run --ir-xml {input.xml:q} --ir-json {input.info:q}"
         " --device {wildcards.device} --modes {params.modes} --seconds {params.seconds} {params.skip_absent}"
@@ -129,12 +147,12 @@ rule gather_benchmarks:
         f"{LOGS}/{{experiment}}/gather_benchmarks.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/gather_benchmarks.tsv"
+    conda:
+        env("openvino")
     threads: 1
     resources:
         mem_mb=200,
         runtime=5,
-    conda:
-        env("openvino")
     shell:
         "python -m scripts.deploy.benchmark gather --output-csv {output.csv:q} --output-json {output.json:q}"
         " {input.results:q} > {log} 2>&1"

@@ -8,19 +8,19 @@ rule untrained_backbone:
         code=code("model.backbone"),
     output:
         f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz",
-    params:
-        seed=config["backbone"]["untrained_seed"],
-        size=config["backbone"]["input_size"],
     log:
         f"{LOGS}/untrained_backbone.log",
     benchmark:
         f"{RUNTIME}/untrained_backbone.tsv"
+    conda:
+        env("tensorflow")
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    conda:
-        env("tensorflow")
+    params:
+        seed=config["backbone"]["untrained_seed"],
+        size=config["backbone"]["input_size"],
     shell:
         "python -m scripts.model.backbone untrained --output {output:q} --seed {params.seed}"
         " --size {params.size} > {log} 2>&1"
@@ -34,6 +34,16 @@ rule backbone:
     output:
         pb=f"{BACKBONE}/backbone.pb",
         info=f"{BACKBONE}/backbone.json",
+    log:
+        f"{LOGS}/backbone.log",
+    benchmark:
+        f"{RUNTIME}/backbone.tsv"
+    conda:
+        env("tensorflow")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         kind=config["backbone"]["kind"],
         size=config["backbone"]["input_size"],
@@ -44,16 +54,6 @@ rule backbone:
         bottleneck_tensor=config["backbone"]["bottleneck_tensor"] or "",
         extra_endpoints=config["backbone"]["extra_endpoints"],
         untrained="--untrained" if UNTRAINED else "",
-    log:
-        f"{LOGS}/backbone.log",
-    benchmark:
-        f"{RUNTIME}/backbone.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        env("tensorflow")
     shell:
         "python -m scripts.model.backbone prepare --kind {params.kind} --source {input.source:q}"
         " --output-pb {output.pb:q} --output-json {output.info:q} --input-size {params.size}"
@@ -68,23 +68,25 @@ rule backbone_ir:
     input:
         pb=f"{RESULTS}/{{root}}/backbone.pb",
         info=f"{RESULTS}/{{root}}/backbone.json",
-        train_tfrecords=lambda wildcards: tfrecord_shards("train") if wildcards.precision == "INT8" else [],
+        train_tfrecords=lambda wildcards: (
+            tfrecord_shards("train") if wildcards.precision == "INT8" else []
+        ),
         code=code("model.backbone_ir"),
     output:
         xml=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.xml",
         bin=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.bin",
-    params:
-        calibration=calibration_options,
     log:
         f"{LOGS}/{{root}}/backbone_ir_{{precision}}.log",
     benchmark:
         f"{RUNTIME}/{{root}}/backbone_ir_{{precision}}.tsv"
+    conda:
+        env("openvino")
     threads: config["inference"]["threads"]
     resources:
         mem_mb=6000,
         runtime=30,
-    conda:
-        env("openvino")
+    params:
+        calibration=calibration_options,
     shell:
         "python -m scripts.model.backbone_ir --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
         " --precision {wildcards.precision} --output-xml {output.xml:q}"
@@ -100,21 +102,25 @@ rule bottleneck_shard:
         code=code("model.bottlenecks"),
     output:
         f"{RESULTS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.npz",
-    params:
-        central_fraction=lambda wildcards: VARIANTS[wildcards.variant]["central_fraction"],
-        resize=lambda wildcards: VARIANTS[wildcards.variant]["resize"],
-        augment=lambda wildcards: json.dumps(AUGMENTS.get(wildcards.kind, {}), sort_keys=True),
-        batch_size=config["inference"]["batch_size"],
     log:
         f"{LOGS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.log",
     benchmark:
         f"{RUNTIME}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.tsv"
+    conda:
+        env("tensorflow")
     threads: config["inference"]["threads"]
     resources:
         mem_mb=4000,
         runtime=120,
-    conda:
-        env("tensorflow")
+    params:
+        central_fraction=lambda wildcards: VARIANTS[wildcards.variant][
+            "central_fraction"
+        ],
+        resize=lambda wildcards: VARIANTS[wildcards.variant]["resize"],
+        augment=lambda wildcards: json.dumps(
+            AUGMENTS.get(wildcards.kind, {}), sort_keys=True
+        ),
+        batch_size=config["inference"]["batch_size"],
     shell:
         "python -m scripts.model.bottlenecks shard --backbone-json {input.info:q} --model {input.model[0]:q}"
         " --tfrecord {input.tfrecord:q} --output {output:q} --kind {wildcards.kind} --augment {params.augment:q}"
@@ -137,12 +143,12 @@ rule gather_bottlenecks:
         f"{LOGS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/gather_{{split}}.log",
     benchmark:
         f"{RUNTIME}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/gather_{{split}}.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        env("base")
     shell:
         "python -m scripts.model.bottlenecks gather --output {output:q} {input.shards:q} > {log} 2>&1"
 
@@ -151,11 +157,19 @@ rule retrain:
     """Train the new final layer of one experiment on the shared backbone's cached features."""
     input:
         train=lambda wildcards: features(wildcards.experiment, "train", root="backbone"),
-        augmented=lambda wildcards: augmented_features(wildcards.experiment, root="backbone"),
-        validation=lambda wildcards: features(wildcards.experiment, "validation", root="backbone"),
-        validation_views=lambda wildcards: view_features(wildcards.experiment, "validation", root="backbone"),
+        augmented=lambda wildcards: augmented_features(
+            wildcards.experiment, root="backbone"
+        ),
+        validation=lambda wildcards: features(
+            wildcards.experiment, "validation", root="backbone"
+        ),
+        validation_views=lambda wildcards: view_features(
+            wildcards.experiment, "validation", root="backbone"
+        ),
         test=lambda wildcards: features(wildcards.experiment, "test", root="backbone"),
-        test_views=lambda wildcards: view_features(wildcards.experiment, "test", root="backbone"),
+        test_views=lambda wildcards: view_features(
+            wildcards.experiment, "test", root="backbone"
+        ),
         labels=f"{DATA}/labels.json",
         info=f"{BACKBONE}/backbone.json",
         code=code("model.retrain"),
@@ -165,18 +179,18 @@ rule retrain:
         tensorboard=directory(f"{RESULTS}/{{experiment}}/model/tensorboard"),
         metrics=f"{RESULTS}/{{experiment}}/model/metrics.json",
         predictions=f"{RESULTS}/{{experiment}}/model/test_predictions.npz",
-    params:
-        settings=lambda wildcards: head_settings(wildcards.experiment),
     log:
         f"{LOGS}/{{experiment}}/retrain.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/retrain.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        env("base")
+    params:
+        settings=lambda wildcards: head_settings(wildcards.experiment),
     shell:
         "python -m scripts.model.retrain train --train {input.train:q} --augmented {input.augmented:q}"
         " --validation {input.validation:q} --validation-views {input.validation_views:q}"
@@ -201,20 +215,22 @@ rule finetune:
         info=f"{RESULTS}/{{experiment}}/finetune/backbone.json",
         head=f"{RESULTS}/{{experiment}}/finetune/head.npz",
         history=f"{RESULTS}/{{experiment}}/finetune/history.csv",
-    params:
-        settings=lambda wildcards: finetune_settings(wildcards.experiment),
-        central_fraction=lambda wildcards: settings(wildcards.experiment)["preprocess"]["central_fraction"],
-        resize=lambda wildcards: settings(wildcards.experiment)["preprocess"]["resize"],
     log:
         f"{LOGS}/{{experiment}}/finetune.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/finetune.tsv"
+    conda:
+        env("tensorflow")
     threads: config["inference"]["threads"]
     resources:
         mem_mb=8000,
         runtime=600,
-    conda:
-        env("tensorflow")
+    params:
+        settings=lambda wildcards: finetune_settings(wildcards.experiment),
+        central_fraction=lambda wildcards: settings(wildcards.experiment)[
+            "preprocess"
+        ]["central_fraction"],
+        resize=lambda wildcards: settings(wildcards.experiment)["preprocess"]["resize"],
     shell:
         "python -m scripts.model.finetune --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
         " --head {input.head:q} --central-fraction {params.central_fraction} --resize {params.resize}"
@@ -232,7 +248,9 @@ rule score_finetune:
         info=f"{RESULTS}/{{experiment}}/finetune/backbone.json",
         train=lambda wildcards: features(wildcards.experiment, "train"),
         validation=lambda wildcards: features(wildcards.experiment, "validation"),
-        validation_views=lambda wildcards: view_features(wildcards.experiment, "validation"),
+        validation_views=lambda wildcards: view_features(
+            wildcards.experiment, "validation"
+        ),
         test=lambda wildcards: features(wildcards.experiment, "test"),
         test_views=lambda wildcards: view_features(wildcards.experiment, "test"),
         labels=f"{DATA}/labels.json",
@@ -240,18 +258,18 @@ rule score_finetune:
     output:
         metrics=f"{RESULTS}/{{experiment}}/finetune/metrics.json",
         predictions=f"{RESULTS}/{{experiment}}/finetune/test_predictions.npz",
-    params:
-        settings=lambda wildcards: head_settings(wildcards.experiment),
     log:
         f"{LOGS}/{{experiment}}/score_finetune.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/score_finetune.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        env("base")
+    params:
+        settings=lambda wildcards: head_settings(wildcards.experiment),
     shell:
         "python -m scripts.model.retrain score --head {input.head:q} --history {input.history:q} --mode finetune"
         " --train {input.train:q} --validation {input.validation:q}"
@@ -268,19 +286,21 @@ checkpoint select:
         code=code("model.select"),
     output:
         selected=f"{RESULTS}/selected.json",
-    params:
-        metric=config["selection"]["metric"],
-        experiments=[f"{experiment}={final_metrics(experiment)}" for experiment in EXPERIMENTS],
     log:
         f"{LOGS}/select.log",
     benchmark:
         f"{RUNTIME}/select.tsv"
+    conda:
+        env("base")
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        env("base")
+    params:
+        metric=config["selection"]["metric"],
+        experiments=[
+            f"{experiment}={final_metrics(experiment)}" for experiment in EXPERIMENTS
+        ],
     shell:
         "python -m scripts.model.select --metric {params.metric} --output {output.selected:q}"
         " --experiments {params.experiments:q} > {log} 2>&1"
@@ -302,22 +322,28 @@ rule freeze:
         info=f"{RESULTS}/{{experiment}}/model/model.json",
         labels=f"{RESULTS}/{{experiment}}/model/labels.json",
         check=f"{RESULTS}/{{experiment}}/model/freeze_check.json",
-    params:
-        views=lambda wildcards: test_time_views(wildcards.experiment),
-        central_fraction=lambda wildcards: settings(wildcards.experiment)["preprocess"]["central_fraction"],
-        resize=lambda wildcards: settings(wildcards.experiment)["preprocess"]["resize"],
-        check_images=lambda wildcards: settings(wildcards.experiment)["export"]["check_images"],
-        tolerance=lambda wildcards: settings(wildcards.experiment)["export"]["check_tolerance"],
     log:
         f"{LOGS}/{{experiment}}/freeze.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/freeze.tsv"
+    conda:
+        env("tensorflow")
     threads: config["inference"]["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        env("tensorflow")
+    params:
+        views=lambda wildcards: test_time_views(wildcards.experiment),
+        central_fraction=lambda wildcards: settings(wildcards.experiment)[
+            "preprocess"
+        ]["central_fraction"],
+        resize=lambda wildcards: settings(wildcards.experiment)["preprocess"]["resize"],
+        check_images=lambda wildcards: settings(wildcards.experiment)["export"][
+            "check_images"
+        ],
+        tolerance=lambda wildcards: settings(wildcards.experiment)["export"][
+            "check_tolerance"
+        ],
     shell:
         "python -m scripts.model.freeze --backbone-pb {input.pb:q} --backbone-json {input.info:q}"
         " --head {input.head:q} --labels {input.labels:q} --test-tfrecords {input.test_tfrecords:q}"

@@ -2,6 +2,7 @@
 # run's own outputs. Each is its own rule so that, e.g., a new benchmark setting
 # redraws only the benchmark chart.
 
+
 rule report_data:
     """Images per class and split, rejects and duplicates."""
     input:
@@ -9,17 +10,21 @@ rule report_data:
         split=f"{DATA}/split_summary.json",
         code=code("report"),
     output:
-        report(f"{REPORT}/data_summary.csv", caption="../report/data_summary.rst", category="Data"),
+        report(
+            f"{REPORT}/data_summary.csv",
+            caption="../report/data_summary.rst",
+            category="Data",
+        ),
     log:
         f"{LOGS}/report_data.log",
     benchmark:
         f"{RUNTIME}/report_data.tsv"
+    conda:
+        env("report")
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        env("report")
     shell:
         "python -m scripts.report data --structure-summary {input.structure:q}"
         " --split-summary {input.split:q} --output {output:q} > {log} 2>&1"
@@ -32,22 +37,26 @@ rule report_training:
         metrics=lambda wildcards: final_metrics(wildcards.experiment),
         code=code("report"),
     output:
-        curves=experiment_report("training_curves.png", "training_curves.rst", "Training"),
-        validation=experiment_report("confusion_validation.png", "confusion.rst", "Training"),
+        curves=experiment_report(
+            "training_curves.png", "training_curves.rst", "Training"
+        ),
+        validation=experiment_report(
+            "confusion_validation.png", "confusion.rst", "Training"
+        ),
         test=experiment_report("confusion_test.png", "confusion.rst", "Training"),
         per_class=experiment_report("per_class.csv", "per_class.rst", "Training"),
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.curves),
     log:
         f"{LOGS}/{{experiment}}/report_training.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/report_training.tsv"
+    conda:
+        env("report")
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        env("report")
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.curves),
     shell:
         "python -m scripts.report training --history {input.history:q} --metrics {input.metrics:q}"
         " --out-dir {params.out_dir:q} > {log} 2>&1"
@@ -64,18 +73,18 @@ rule report_deployment:
         ir=experiment_report("ir_accuracy.csv", "ir_accuracy.rst", "Deployment"),
         chart=experiment_report("benchmarks.png", "benchmarks.rst", "Deployment"),
         table=experiment_report("benchmarks.csv", "benchmarks.rst", "Deployment"),
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.ir),
     log:
         f"{LOGS}/{{experiment}}/report_deployment.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/report_deployment.tsv"
+    conda:
+        env("report")
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        env("report")
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.ir),
     shell:
         "python -m scripts.report deployment --evaluations {input.evaluations:q}"
         " --benchmarks {input.benchmarks:q} --benchmarks-csv {input.benchmarks_csv:q}"
@@ -89,20 +98,24 @@ rule report_experiments:
         selected=f"{RESULTS}/selected.json",
         code=code("report"),
     output:
-        report(f"{REPORT}/experiments.csv", caption="../report/experiments.rst", category="Experiments"),
-    params:
-        names=EXPERIMENTS,
-        selected=lambda wildcards, input: f"--selected {shlex.quote(input.selected)}",
+        report(
+            f"{REPORT}/experiments.csv",
+            caption="../report/experiments.rst",
+            category="Experiments",
+        ),
     log:
         f"{LOGS}/report_experiments.log",
     benchmark:
         f"{RUNTIME}/report_experiments.tsv"
+    conda:
+        env("report")
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        env("report")
+    params:
+        names=EXPERIMENTS,
+        selected=lambda wildcards, input: f"--selected {shlex.quote(input.selected)}",
     shell:
         "python -m scripts.report experiments --names {params.names:q} --metrics {input.metrics:q}"
         " {params.selected} --output {output:q} > {log} 2>&1"
@@ -118,18 +131,18 @@ rule report_gallery:
     output:
         gallery=experiment_report("misclassified.png", "misclassified.rst", "Training"),
         table=experiment_report("misclassified.csv", "misclassified.rst", "Training"),
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.gallery),
     log:
         f"{LOGS}/{{experiment}}/report_gallery.log",
     benchmark:
         f"{RUNTIME}/{{experiment}}/report_gallery.tsv"
+    conda:
+        env("report")
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        env("report")
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.gallery),
     shell:
         "python -m scripts.report gallery --predictions {input.predictions:q} --tfrecords {input.tfrecords:q}"
         " --description {input.description:q} --experiment {wildcards.experiment:q} --out-dir {params.out_dir:q}"
