@@ -1,11 +1,14 @@
 """Figures and tables for `snakemake --report`, made from the run's own outputs.
 
     python -m scripts.report data --structure-summary S --split-summary P --output CSV
-    python -m scripts.report training --history H --metrics M --out-dir D
-    python -m scripts.report deployment --evaluations E... --benchmarks J --benchmarks-csv C --out-dir D
+    python -m scripts.report training --history H --metrics M --output-curves C.png \
+        --output-confusion-validation V.png --output-confusion-test T.png --output-per-class P.csv
+    python -m scripts.report deployment --evaluations E... --benchmarks J --benchmarks-csv C \
+        --output-ir-table I.csv --output-chart B.png --output-table B.csv
     python -m scripts.report experiments --names N... --metrics M... --evaluations NAME=PATH... --output CSV
         [--selected selected.json]
-    python -m scripts.report gallery --predictions P --tfrecords T... --description metrics.json --out-dir D
+    python -m scripts.report gallery --predictions P --tfrecords T... --description metrics.json \
+        --output-figure G.png --output-table G.csv
 
 Every figure made from an untrained backbone says so in its title.
 """
@@ -105,15 +108,16 @@ def per_class_table(metrics, output):
     atomic.write_table(output, ["split", "class", "precision", "recall", "f1", "support", "note"], rows)
 
 
-def training(history_csv, metrics_json, out_dir):
+def training(history_csv, metrics_json, outputs):
+    """outputs: {"curves", "confusion_validation", "confusion_test", "per_class"} paths."""
     metrics = atomic.read_json(metrics_json)
     note = metrics["note"]
-    training_curves(history_csv, note, os.path.join(out_dir, "training_curves.png"))
+    training_curves(history_csv, note, outputs["curves"])
     for split in ("validation", "test"):
         split_metrics = metrics["splits"][split]
         title = f"{split}: accuracy {split_metrics['accuracy']:.3f}{title_note(note)}"
-        confusion_figure(split_metrics, title, os.path.join(out_dir, f"confusion_{split}.png"))
-    per_class_table(metrics, os.path.join(out_dir, "per_class.csv"))
+        confusion_figure(split_metrics, title, outputs[f"confusion_{split}"])
+    per_class_table(metrics, outputs["per_class"])
 
 
 # ------------------------------------------------------------------ deployment
@@ -152,10 +156,11 @@ def benchmark_chart(benchmarks_json, path):
     save_figure(figure, path)
 
 
-def deployment(evaluation_paths, benchmarks_json, benchmarks_csv, out_dir):
-    ir_table(evaluation_paths, os.path.join(out_dir, "ir_accuracy.csv"))
-    benchmark_chart(benchmarks_json, os.path.join(out_dir, "benchmarks.png"))
-    with atomic.atomic_path(os.path.join(out_dir, "benchmarks.csv")) as temp:
+def deployment(evaluation_paths, benchmarks_json, benchmarks_csv, outputs):
+    """outputs: {"ir_table", "chart", "table"} paths."""
+    ir_table(evaluation_paths, outputs["ir_table"])
+    benchmark_chart(benchmarks_json, outputs["chart"])
+    with atomic.atomic_path(outputs["table"]) as temp:
         shutil.copyfile(benchmarks_csv, temp)  # the full table, beside its chart in the report
 
 
@@ -278,7 +283,7 @@ def gallery_figure(rows, pictures, hashes, total, title, path):
     save_figure(figure, path)
 
 
-def gallery(predictions_npz, tfrecord_paths, description_json, out_dir, experiment=""):
+def gallery(predictions_npz, tfrecord_paths, description_json, outputs, experiment=""):
     """misclassified.png (the most confident mistakes) and misclassified.csv (all of them)."""
     predictions = formats.read_predictions(predictions_npz)
     description = read_description(description_json)
@@ -295,11 +300,20 @@ def gallery(predictions_npz, tfrecord_paths, description_json, out_dir, experime
     if len(rows) > GALLERY_LIMIT:
         title += f", the {GALLERY_LIMIT} most confident shown"
     gallery_figure(rows, pictures, hashes, total, title + title_note(note),
-                   os.path.join(out_dir, "misclassified.png"))
-    atomic.write_table(os.path.join(out_dir, "misclassified.csv"),
+                   outputs["figure"])
+    atomic.write_table(outputs["table"],
                        ["filename", "sha256", "true", "predicted", "confidence", "note"],
                        [[str(filenames[index]), str(hashes[index]), true, predicted, f"{confidence:.4f}", note]
                         for index, true, predicted, confidence in rows])
+
+
+TRAINING_OUTPUTS = ("curves", "confusion_validation", "confusion_test", "per_class")
+DEPLOYMENT_OUTPUTS = ("ir_table", "chart", "table")
+GALLERY_OUTPUTS = ("figure", "table")
+
+
+def outputs_of(args, names):
+    return {name: getattr(args, f"output_{name}") for name in names}
 
 
 def main(argv=None):
@@ -312,12 +326,14 @@ def main(argv=None):
     train = commands.add_parser("training", help="training curves, confusion matrices, per-class table")
     train.add_argument("--history", required=True)
     train.add_argument("--metrics", required=True)
-    train.add_argument("--out-dir", required=True)
+    for name in TRAINING_OUTPUTS:
+        train.add_argument(f"--output-{name.replace('_', '-')}", required=True)
     deploy = commands.add_parser("deployment", help="IR accuracy table and benchmark chart")
     deploy.add_argument("--evaluations", nargs="+", required=True)
     deploy.add_argument("--benchmarks", required=True, help="benchmarks.json")
     deploy.add_argument("--benchmarks-csv", required=True, help="benchmarks.csv")
-    deploy.add_argument("--out-dir", required=True)
+    for name in DEPLOYMENT_OUTPUTS:
+        deploy.add_argument(f"--output-{name.replace('_', '-')}", required=True)
     compare = commands.add_parser("experiments", help="one comparison table of all experiments")
     compare.add_argument("--names", nargs="+", required=True)
     compare.add_argument("--metrics", nargs="+", required=True)
@@ -330,16 +346,18 @@ def main(argv=None):
     wrong.add_argument("--tfrecords", nargs="+", required=True, help="the test split's TFRecord shards")
     wrong.add_argument("--description", required=True, help="metrics.json (or model.json): labels and note")
     wrong.add_argument("--experiment", default="", help="its name, for the title")
-    wrong.add_argument("--out-dir", required=True)
+    for name in GALLERY_OUTPUTS:
+        wrong.add_argument(f"--output-{name}", required=True)
     args = parser.parse_args(argv)
     if args.command == "data":
         data_summary(args.structure_summary, args.split_summary, args.output)
     elif args.command == "training":
-        training(args.history, args.metrics, args.out_dir)
+        training(args.history, args.metrics, outputs_of(args, TRAINING_OUTPUTS))
     elif args.command == "deployment":
-        deployment(args.evaluations, args.benchmarks, args.benchmarks_csv, args.out_dir)
+        deployment(args.evaluations, args.benchmarks, args.benchmarks_csv, outputs_of(args, DEPLOYMENT_OUTPUTS))
     elif args.command == "gallery":
-        gallery(args.predictions, args.tfrecords, args.description, args.out_dir, args.experiment)
+        gallery(args.predictions, args.tfrecords, args.description, outputs_of(args, GALLERY_OUTPUTS),
+                args.experiment)
     else:
         groups = {name: [] for name in args.names}
         for item in args.evaluations:

@@ -413,6 +413,7 @@ def test_identity_keys():
 
 
 # ------------------------------------------------------------------ the whole offline run (needs every stage)
+@pytest.mark.slow
 def test_offline_run_logs_hold_no_tensorflow_noise(offline_run):
     logs = sorted((offline_run / "results" / "logs").rglob("*.log"))
     assert len(logs) >= 20
@@ -420,6 +421,7 @@ def test_offline_run_logs_hold_no_tensorflow_noise(offline_run):
         assert noise(log.read_text(encoding="utf-8", errors="replace")) == [], log
 
 
+@pytest.mark.slow
 def test_offline_run_summary(offline_run):
     result = subprocess.run([sys.executable, "-m", "scripts.summary", "--results", str(offline_run / "results")],
                             capture_output=True, text=True, check=False, cwd=REPO)

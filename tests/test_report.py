@@ -41,11 +41,18 @@ def run(tmp_path):
 
 
 # ------------------------------------------------------------------ tables
+def gallery_outputs(folder):
+    return {"figure": str(folder / "misclassified.png"), "table": str(folder / "misclassified.csv")}
+
+
 def test_per_class_table_carries_the_note(tmp_path):
     metrics = tmp_path / "metrics.json"
     atomic.write_json(metrics, fabricated.metrics("default", untrained=True))
     fabricated.write_history(tmp_path / "history.csv")
-    report.training(str(tmp_path / "history.csv"), str(metrics), str(tmp_path / "out"))
+    out = tmp_path / "out"
+    report.training(str(tmp_path / "history.csv"), str(metrics), {
+        "curves": str(out / "training_curves.png"), "confusion_validation": str(out / "confusion_validation.png"),
+        "confusion_test": str(out / "confusion_test.png"), "per_class": str(out / "per_class.csv")})
     rows = atomic.read_table(tmp_path / "out" / "per_class.csv")
     assert len(rows) == 2 * (3 + 1) and {row["note"] for row in rows} == {"untrained backbone"}
     for name in ("training_curves.png", "confusion_validation.png", "confusion_test.png"):
@@ -92,8 +99,8 @@ def test_a_single_experiment_has_no_setting_columns(tmp_path):
 def test_gallery_shows_the_misclassified_test_images_most_confident_first(run, tmp_path):
     results, tfrecords = run
     model = results / "default" / "model"
-    report.gallery(str(model / "test_predictions.npz"), tfrecords, str(model / "model.json"), str(tmp_path),
-                   "default")
+    report.gallery(str(model / "test_predictions.npz"), tfrecords, str(model / "model.json"),
+                   gallery_outputs(tmp_path), "default")
     rows = atomic.read_table(tmp_path / "misclassified.csv")
     # Images 1 and 5 were fabricated wrong (predicted class = true + 1); image 1 is the more confident.
     assert [row["filename"] for row in rows] == ["square/001.jpg", "triangle/005.jpg"]
@@ -113,7 +120,7 @@ def test_gallery_without_mistakes_says_so(tmp_path):
     paths, labels, hashes, names = fabricated.write_test_split(str(tmp_path / "results"))
     folder = fabricated.write_model(str(tmp_path / "results"), "default", labels, hashes, names, wrong=())
     report.gallery(os.path.join(folder, "test_predictions.npz"), paths, os.path.join(folder, "model.json"),
-                   str(tmp_path / "out"))
+                   gallery_outputs(tmp_path / "out"))
     assert atomic.read_table(tmp_path / "out" / "misclassified.csv") == []
     assert (tmp_path / "out" / "misclassified.png").read_bytes()[:8] == PNG
 
@@ -123,7 +130,8 @@ def test_gallery_command_line(run, tmp_path):
     model = results / "default" / "model"
     result = subprocess.run([sys.executable, "-m", "scripts.report", "gallery", "--predictions",
                              str(model / "test_predictions.npz"), "--tfrecords", *tfrecords, "--description",
-                             str(model / "model.json"), "--out-dir", str(tmp_path / "out")],
+                             str(model / "model.json"), "--output-figure", str(tmp_path / "out" / "misclassified.png"),
+                             "--output-table", str(tmp_path / "out" / "misclassified.csv")],
                             capture_output=True, text=True, check=False, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert len(atomic.read_table(tmp_path / "out" / "misclassified.csv")) == 2
@@ -258,7 +266,10 @@ rule training:
                subcategory="default"),
     shell:
         "python -m scripts.report training --history {{input.history}} --metrics {{input.metrics}}"
-        " --out-dir results/default/report"
+        " --output-curves results/default/report/training_curves.png"
+        " --output-confusion-validation results/default/report/confusion_validation.png"
+        " --output-confusion-test results/default/report/confusion_test.png"
+        " --output-per-class results/default/report/per_class.csv"
 
 rule gallery:
     input:
@@ -271,7 +282,9 @@ rule gallery:
         "results/default/report/misclassified.csv",
     shell:
         "python -m scripts.report gallery --predictions {{input.predictions}} --tfrecords {{input.tfrecords}}"
-        " --description {{input.model}} --experiment default --out-dir results/default/report"
+        " --description {{input.model}} --experiment default"
+        " --output-figure results/default/report/misclassified.png"
+        " --output-table results/default/report/misclassified.csv"
 
 rule experiments:
     input:
@@ -331,6 +344,7 @@ def test_the_probe_notices_a_figure_that_does_not_load(small_report, tmp_path):
     assert shown["misclassified.png"]["width"] == 0 and shown["confusion_test.png"]["width"] > 0
 
 
+@pytest.mark.slow
 def test_offline_run_report_renders_in_chromium(offline_run, tmp_path):
     """The whole offline default's report (needs the full pipeline: the `offline_run` fixture)."""
     report_html = tmp_path / "report.html"

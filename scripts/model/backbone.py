@@ -49,8 +49,8 @@ def make_untrained_inception_v3(output_tar, seed, size):
     The official ``inception_v3_2016_08_28.tar.gz`` holds one V1-format file,
     ``inception_v3.ckpt``; this writes the same, so the same loading code is tested.
     """
+    tf = tfcompat.tf_v1()  # first: it imports TensorFlow quietly
     from tensorflow.core.protobuf import saver_pb2
-    tf = tfcompat.tf_v1()
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(seed)

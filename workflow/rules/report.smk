@@ -55,11 +55,10 @@ rule report_training:
     resources:
         mem_mb=1000,
         runtime=5,
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.curves),
     shell:
         "python -m scripts.report training --history {input.history:q} --metrics {input.metrics:q}"
-        " --out-dir {params.out_dir:q} > {log} 2>&1"
+        " --output-curves {output.curves:q} --output-confusion-validation {output.validation:q}"
+        " --output-confusion-test {output.test:q} --output-per-class {output.per_class:q} > {log} 2>&1"
 
 
 rule report_deployment:
@@ -83,12 +82,11 @@ rule report_deployment:
     resources:
         mem_mb=1000,
         runtime=5,
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.ir),
     shell:
         "python -m scripts.report deployment --evaluations {input.evaluations:q}"
         " --benchmarks {input.benchmarks:q} --benchmarks-csv {input.benchmarks_csv:q}"
-        " --out-dir {params.out_dir:q} > {log} 2>&1"
+        " --output-ir-table {output.ir:q} --output-chart {output.chart:q} --output-table {output.table:q}"
+        " > {log} 2>&1"
 
 
 rule report_experiments:
@@ -141,9 +139,7 @@ rule report_gallery:
     resources:
         mem_mb=1000,
         runtime=5,
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.gallery),
     shell:
         "python -m scripts.report gallery --predictions {input.predictions:q} --tfrecords {input.tfrecords:q}"
-        " --description {input.description:q} --experiment {wildcards.experiment:q} --out-dir {params.out_dir:q}"
-        " > {log} 2>&1"
+        " --description {input.description:q} --experiment {wildcards.experiment:q}"
+        " --output-figure {output.gallery:q} --output-table {output.table:q} > {log} 2>&1"
