@@ -29,6 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from mobilenet import MOBILENET, MOBILENET_BOTTLENECK, MOBILENET_MEMBER, manifest_rows  # noqa: E402
+
 from scripts.core import atomic, images, records  # noqa: E402
 from scripts.core.inference import preprocessed_batches  # noqa: E402
 from scripts.data import synthetic, tfrecord_shard  # noqa: E402

@@ -14,7 +14,6 @@ Every figure made from an untrained backbone says so in its title.
 """
 import argparse
 import json
-import os
 import shutil
 
 import numpy as np

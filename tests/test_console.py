@@ -11,7 +11,7 @@ import fabricated
 import numpy as np
 import pytest
 import yaml
-from conftest import OFFLINE, REPO, snakemake, write_yaml
+from conftest import OFFLINE, REPO, selected, snakemake, write_yaml
 from PIL import Image
 
 from scripts import run_identity, summary
@@ -428,11 +428,12 @@ def test_offline_run_summary(offline_run):
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert text.startswith("Note: untrained backbone") and "Data: 120 images in 3 classes" in text
-    assert re.search(r"^  \* default +(head|finetune) +\d\.\d{4} +\d\.\d{4}$", text, re.MULTILINE), text
+    chosen = selected(offline_run)
+    assert re.search(rf"^  \* {re.escape(chosen)} +(head|finetune) +\d\.\d{{4}} +\d\.\d{{4}}$", text, re.MULTILINE), text
     for precision in ("FP32", "FP16", "INT8"):
         assert re.search(rf"^  {precision} +CPU +\d\.\d{{4}} +\S+ +[\d.]+ +[\d.]+ +\S+/model.xml$", text,
                          re.MULTILINE), text
-    assert "frozen model (default): " in text
+    assert f"frozen model ({chosen}): " in text
 
 
 # ------------------------------------------------------------------ profiles

@@ -1,12 +1,14 @@
 """Whole-pipeline runs with the real Snakemake: the offline default and the real ALL data set."""
 import glob
 import os
-import shutil
 
+import numpy as np
 import pytest
-from conftest import OFFLINE, selected, snakemake, test_config
+from conftest import OFFLINE, selected, snakemake, test_config, write_yaml
 
-from scripts.core import atomic, records
+from scripts.core import atomic, formats, records
+from scripts.core import head as head_lib
+from scripts.model import bottlenecks
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,7 @@ def test_offline_default_runs_end_to_end_with_an_untrained_backbone(offline_run)
 def test_only_the_selected_experiment_is_deployed(offline_run):
     results = offline_run / "results"
     chosen = selected(offline_run)
-    deployed = {os.path.basename(os.path.dirname(os.path.dirname(path)))
+    deployed = {os.path.relpath(path, results).split(os.sep)[0]
                 for path in glob.glob(str(results / "*" / "ir" / "FP32" / "model.xml"))}
     assert deployed == {chosen}
 
@@ -134,21 +136,42 @@ def test_real_data_ir_accuracy_matches_the_trained_model(taleqani_run):
     assert latency["FP16"] > 0 and latency["INT8"] > 0 and benchmarks["note"] == ""
 
 
-def test_real_data_feature_backends_give_the_same_accuracy(taleqani_run, tmp_path):
-    """The openvino (default) and tensorflow backends: same retrained accuracy, up to noise."""
-    workdir, _ = taleqani_run
+def test_real_data_feature_engines_give_the_same_accuracy(taleqani_run, tmp_path):
+    """TensorFlow on backbone.pb and the OpenVINO FP32 IR (the default): the same test predictions, up to noise."""
+    workdir, config = taleqani_run
     chosen = selected(workdir)
-    openvino = atomic.read_json(workdir / "results" / chosen / "model" / "metrics.json")
-    config_path, _ = test_config("all_taleqani_mobilenet.yaml", tmp_path)
-    backend = tmp_path / "backend.yaml"
-    backend.write_text("bottlenecks: {backend: tensorflow}\n")
-    # In another folder with copies of the data and backbone (times kept, so they are up to date),
-    # so that the shared run's outputs stay as they were.
-    copy = tmp_path / "copy"
-    for folder in ("data", "backbone"):
-        shutil.copytree(workdir / "results" / folder, copy / "results" / folder, symlinks=True)
-    snakemake(copy, f"results/{chosen}/model/metrics.json", configfiles=[config_path, backend])
-    tensorflow = atomic.read_json(copy / "results" / chosen / "model" / "metrics.json")
-    first, second = openvino["splits"]["test"]["accuracy"], tensorflow["splits"]["test"]["accuracy"]
-    print(f"test accuracy: openvino {first:.4f}, tensorflow {second:.4f}")
-    assert abs(first - second) <= 0.005  # about 3 of 666 test images
+    results = workdir / "results"
+    variant = "crop1-bilinear"
+    openvino = results / "backbone" / "features" / variant / "FP32" / "plain" / "test.npz"
+    tensorflow = tmp_path / "tensorflow.npz"
+    bottlenecks.compute_shard(str(results / "backbone" / "backbone.pb"), str(results / "backbone" / "backbone.json"),
+                              str(results / "data" / "tfrecords" / "test-00000-of-00001.tfrecord"), str(tensorflow),
+                              "plain", 1.0, "bilinear", 32, 2)
+    first, second = formats.read_bottlenecks(openvino), formats.read_bottlenecks(tensorflow)
+    assert list(first["sha256"]) == list(second["sha256"])
+    np.testing.assert_allclose(first["features"], second["features"], atol=1e-3)
+    head = head_lib.load(results / chosen / "model" / "head.npz")
+    accuracies = [float(np.mean(head_lib.probabilities(head, data["features"]).argmax(axis=1) == data["labels"]))
+                  for data in (first, second)]
+    print(f"test accuracy without test-time views: openvino {accuracies[0]:.4f}, tensorflow {accuracies[1]:.4f}")
+    assert abs(accuracies[0] - accuracies[1]) <= 0.005  # about 3 of 666 test images
+
+
+def test_fine_tuning_runs_in_the_pipeline_and_deploys_like_any_experiment(offline_run, tmp_path):
+    """A few fine-tuning steps of Inception V3's Mixed_7c (the untrained backbone), then freeze, IR, evaluation."""
+    tuned = {"finetune": {"enabled": True, "trainable": "^InceptionV3/Mixed_7c/", "epochs": 1, "steps_per_epoch": 2,
+                          "batch_size": 4, "learning_rate": 0.0001}}
+    edit = write_yaml(tmp_path / "tuned.yaml", {"sweep": {}, "experiments": {"default": {}, "tuned": tuned}})
+    targets = ["results/tuned/finetune/metrics.json", "results/tuned/model/frozen_model.pb",
+               "results/tuned/ir/FP32/evaluation.json"]
+    snakemake(offline_run, *targets, configfiles=[OFFLINE, edit])
+    results = offline_run / "results"
+    metrics = atomic.read_json(results / "tuned" / "finetune" / "metrics.json")
+    assert metrics["mode"] == "finetune" and metrics["note"] == "untrained backbone"
+    fine_tuned = atomic.read_json(results / "tuned" / "finetune" / "backbone.json")["fine_tuned"]
+    assert fine_tuned["trainable"] == "^InceptionV3/Mixed_7c/" and fine_tuned["variables"] > 0
+    contract = atomic.read_json(results / "tuned" / "model" / "model.json")
+    assert contract["backbone"]["fine_tuned"]["parameters"] == fine_tuned["parameters"]
+    evaluation = atomic.read_json(results / "tuned" / "ir" / "FP32" / "evaluation.json")
+    assert evaluation["check"]["max_abs_probability_difference"] <= 1e-3
+    assert evaluation["agreement"]["top1_agreement"] >= 0.995

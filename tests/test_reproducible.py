@@ -8,10 +8,10 @@ import filecmp
 import subprocess
 import sys
 
-import pytest
-
 import mobilenet
+import pytest
 from conftest import REPO
+
 from scripts.model import bottlenecks
 
 
@@ -39,8 +39,9 @@ def test_backbone_irs_and_deployed_irs_are_byte_identical_across_processes(twice
     for suffix in (".xml", ".bin"):
         assert filecmp.cmp(tmp_path / "a" / f"backbone{suffix}", tmp_path / "b" / f"backbone{suffix}", shallow=False)
     # A deployed IR: the backbone IR with a head and two test-time views appended.
-    from scripts.core import atomic, formats
     from test_model import TRAIN_SETTINGS
+
+    from scripts.core import atomic, formats
     from scripts.model import freeze, retrain
     xml = str(tmp_path / "a" / "backbone.xml")
     feature_paths = {}

@@ -9,12 +9,12 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import mobilenet
+import pytest
 from conftest import REPO
-from scripts.core import atomic
 from test_model import TRAIN_SETTINGS
+
+from scripts.core import atomic
 
 
 @pytest.fixture(scope="module")
