@@ -9,6 +9,7 @@ planning never reads images, only file names and times.
     python bench/bench_dag.py [--sizes 1000 10000 100000]
 """
 import argparse
+import json
 import math
 import os
 import re
@@ -44,7 +45,7 @@ def write_data_outputs(workdir, count):
     for name in ("index.tsv", "rejects.tsv", "duplicates.tsv", "structure_summary.json"):
         with open(os.path.join(data, name), "w") as handle:
             handle.write("\n".join(rows) + "\n" if name == "index.tsv" else "{}\n")
-    for name, text in (("manifest.tsv", "\n".join(rows) + "\n"), ("labels.txt", "\n".join(CLASSES) + "\n"),
+    for name, text in (("manifest.tsv", "\n".join(rows) + "\n"), ("labels.json", json.dumps(CLASSES) + "\n"),
                        ("split_summary.json", "{}\n")):
         with open(os.path.join(data, name), "w") as handle:
             handle.write(text)

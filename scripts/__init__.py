@@ -1,5 +1,1 @@
-"""The pipeline's stages as importable modules; each has a `python -m scripts.<stage>` entry point."""
-
-
-
-
+"""The pipeline: a library of shared modules (core/) and the stages that use it (data/, model/, deploy/, report, predict)."""

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 
 from scripts.core import atomic, formats, images, records
-from scripts.core.contract import read_description
+from scripts.core.contract import note_suffix, read_description
 from scripts.core.errors import PipelineError, run_cli
 
 
@@ -34,10 +34,6 @@ def save_figure(figure, path):
     with atomic.atomic_path(path) as temp, open(temp, "wb") as handle:
         figure.savefig(handle, format="png", dpi=110, bbox_inches="tight")
     pyplot().close(figure)
-
-
-def title_note(note):
-    return f" ({note})" if note else ""
 
 
 # ------------------------------------------------------------------ data
@@ -68,7 +64,7 @@ def training_curves(history_csv, note, path):
     for axis in (loss_axis, accuracy_axis):
         axis.legend()
         axis.grid(alpha=0.3)
-    figure.suptitle("Training of the new final layer" + title_note(note))
+    figure.suptitle("Training of the new final layer" + note_suffix(note))
     save_figure(figure, path)
 
 
@@ -114,7 +110,7 @@ def training(history_csv, metrics_json, outputs):
     training_curves(history_csv, note, outputs["curves"])
     for split in ("validation", "test"):
         split_metrics = metrics["splits"][split]
-        title = f"{split}: accuracy {split_metrics['accuracy']:.3f}{title_note(note)}"
+        title = f"{split}: accuracy {split_metrics['accuracy']:.3f}{note_suffix(note)}"
         confusion_figure(split_metrics, title, outputs[f"confusion_{split}"])
     per_class_table(metrics, outputs["per_class"])
 
@@ -151,7 +147,7 @@ def benchmark_chart(benchmarks_json, path):
         axis.grid(axis="y", alpha=0.3)
     skipped = sorted({row["device"] for row in summary["rows"] if row["skipped"]})
     extra = f"; skipped absent devices: {', '.join(skipped)}" if skipped else ""
-    figure.suptitle("OpenVINO benchmarks" + title_note(summary["note"]) + extra)
+    figure.suptitle("OpenVINO benchmarks" + note_suffix(summary["note"]) + extra)
     save_figure(figure, path)
 
 
@@ -298,7 +294,7 @@ def gallery(predictions_npz, tfrecord_paths, description_json, outputs, experime
     title = f"{experiment + ': ' if experiment else ''}{len(rows)} of {total} test images misclassified"
     if len(rows) > GALLERY_LIMIT:
         title += f", the {GALLERY_LIMIT} most confident shown"
-    gallery_figure(rows, pictures, hashes, total, title + title_note(note),
+    gallery_figure(rows, pictures, hashes, total, title + note_suffix(note),
                    outputs["figure"])
     atomic.write_table(outputs["table"],
                        ["filename", "sha256", "true", "predicted", "confidence", "note"],

@@ -1,1 +1,1 @@
-
+"""Data stages: download, extract, synthetic images, structure, split, TFRecord shards."""

@@ -1,1 +1,1 @@
-
+"""Deployment stages: deployed IRs, their evaluation, benchmarks."""
