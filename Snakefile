@@ -54,15 +54,18 @@ if not {"--lint", "--unlock"} & set(sys.argv):
 rule all:
     default_target: True
     input:
-        final_targets,
-        report_targets,
+        experiment_targets(),
+        experiment_report_targets(),
         console_report_targets(),
+        deployed_targets,
+        report_targets,
 
 
 # Up to the evaluated IRs of the deployed experiment(s), without benchmarks and report:
 #   snakemake --cores 2 evaluated
 rule evaluated:
     input:
+        experiment_targets(),
         evaluated_targets,
 
 

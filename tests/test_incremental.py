@@ -33,7 +33,8 @@ def test_changing_the_learning_rate_reruns_training_and_below_only(offline_run, 
 
 def test_changing_the_preprocessing_reruns_the_features_never_the_data(offline_run, tmp_path):
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "pre.yaml", {"preprocess": {"resize": "bicubic"}}))
-    assert jobs["bottleneck_shard"] == 2 * 6 and jobs["retrain"] == SWEEP_SIZE  # 2 crops x 6 shards
+    # 2 crops x (6 shards + the test shard at FP16 and INT8, cached for any later selection)
+    assert jobs["bottleneck_shard"] == 2 * (6 + 2) and jobs["retrain"] == SWEEP_SIZE
     assert not (DATA_RULES | {"backbone", "untrained_backbone"}) & set(jobs)
 
 
@@ -48,7 +49,7 @@ def test_changing_the_shard_count_reruns_from_the_tfrecords(offline_run, tmp_pat
 
 def test_changing_the_split_fractions_reruns_from_the_split(offline_run, tmp_path):
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "split.yaml", {"split": {"test": 0.25}}))
-    assert jobs["split"] == 1 and jobs["tfrecord_shard"] == 6 and jobs["bottleneck_shard"] == 2 * 6
+    assert jobs["split"] == 1 and jobs["tfrecord_shard"] == 6 and jobs["bottleneck_shard"] == 2 * (6 + 2)
     assert not ({"backbone", "untrained_backbone", "structure", "synthetic_images"}) & set(jobs)
 
 
@@ -60,7 +61,8 @@ def test_new_experiments_share_data_and_features(offline_run):
 
 def test_test_time_views_add_only_their_view_features(offline_run, tmp_path):
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "tta.yaml", {"augment": {"test_time": "flip"}}))
-    assert jobs["bottleneck_shard"] == 2 * 2  # view 4 of the validation and test shards, for each crop
+    # View 4 of the validation and test shards, and of the test shard at FP16 and INT8, for each crop.
+    assert jobs["bottleneck_shard"] == 2 * (2 + 2)
     assert not (DATA_RULES | BACKBONE_RULES) & set(jobs)
 
 

@@ -386,18 +386,39 @@ def deploy_targets(experiment, benchmarks=True):
     return targets
 
 
-def final_targets(wildcards, benchmarks=True):
-    """Every experiment's metrics, the selection, and the deployed models (evaluated, benchmarked)."""
+def deployment_features(experiment):
+    """A head-only experiment's test features at every export precision (and view).
+
+    Made with the experiments, before the selection: a later head change, even one that
+    selects another experiment, then sends no image through a backbone. (A fine-tuned
+    experiment's own backbone makes its features when it is deployed.)
+    """
+    if finetuned(experiment):
+        return []
+    return [
+        path
+        for precision in precisions(experiment)
+        for path in [features(experiment, "test", precision)]
+        + view_features(experiment, "test", precision)
+    ]
+
+
+def experiment_targets():
+    """What every run makes before the selection: data, every experiment's metrics and test features."""
     targets = [f"{DATA}/manifest.tsv", f"{RESULTS}/selected.json"] + all_tfrecords()
     targets += [final_metrics(experiment) for experiment in EXPERIMENTS]
-    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
-    for experiment in deployed_experiments(selected):
-        targets += deploy_targets(experiment, benchmarks)
+    targets += [path for experiment in EXPERIMENTS for path in deployment_features(experiment)]
     return targets
 
 
+def deployed_targets(wildcards, benchmarks=True):
+    """The deployed models (evaluated, and benchmarked unless told otherwise), once `select` has run."""
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    return [path for experiment in deployed_experiments(selected) for path in deploy_targets(experiment, benchmarks)]
+
+
 def evaluated_targets(wildcards):
-    return final_targets(wildcards, benchmarks=False)
+    return deployed_targets(wildcards, benchmarks=False)
 
 
 # ------------------------------------------------------------------ report
@@ -421,12 +442,14 @@ def evaluations(experiment):
     ]
 
 
-def report_targets(wildcards):
-    targets = [f"{REPORT}/data_summary.csv", f"{REPORT}/experiments.csv"]
-    targets += [
-        f"{RESULTS}/{experiment}/report/training_curves.png"
-        for experiment in EXPERIMENTS
+def experiment_report_targets():
+    return [f"{REPORT}/data_summary.csv", f"{REPORT}/experiments.csv"] + [
+        f"{RESULTS}/{experiment}/report/training_curves.png" for experiment in EXPERIMENTS
     ]
+
+
+def report_targets(wildcards):
+    targets = []
     selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
     for experiment in deployed_experiments(selected):
         targets += [
