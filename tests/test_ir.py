@@ -25,6 +25,11 @@ EVALUATION_KEYS = {"schema_version", "precision", "metrics", "tensorflow_accurac
                    "agreement", "check", "untrained_backbone", "note"}
 
 
+def ir_settings(precision):
+    return {"precision": precision, "views": [0, 4], "central_fraction": 1.0, "resize": "bilinear",
+            "check_images": 8, "tolerance": 1e-3}
+
+
 def features(setup, model, split, kind, folder):
     engine = os.path.basename(os.path.dirname(model))  # the precision's folder
     path = str(folder / f"{engine}-{kind}-{split}.npz")
@@ -69,9 +74,10 @@ def exported(tmp_path_factory):
         test = [features(setup, backbones[precision], "test", kind, root) for kind in ("plain", "view4")]
         out = root / "deployed" / precision
         description = ir.export(
-            {"backbone_xml": backbones[precision], "head": head, "model_json": model["json"],
-             "test_tfrecords": [setup["test"]], "test_features": test[0], "test_view_features": test[1:]},
-            {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, precision, 8, 1e-3, 2)
+            {"backbone_xml": backbones[precision], "head": head, "backbone_json": setup["json"],
+             "labels": setup["labels"], "test_tfrecords": [setup["test"]], "test_features": test[0],
+             "test_view_features": test[1:]},
+            {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, ir_settings(precision), 2)
         deployed[precision] = {"xml": str(out / "model.xml"), "json": str(out / "ir.json"), "test": test,
                                "description": description}
     model["predictions"] = outputs["predictions"]
@@ -151,9 +157,10 @@ def test_a_deployed_ir_that_fails_its_check_is_not_left_behind(exported, tmp_pat
     out = tmp_path / "FP32"
     with pytest.raises(PipelineError, match="FP32 IR check: the model differs from the trained head"):
         ir.export({"backbone_xml": exported["backbones"]["FP32"], "head": exported["head"],
-                   "model_json": exported["model"]["json"], "test_tfrecords": [exported["setup"]["test"]],
-                   "test_features": str(tmp_path / "wrong.npz"), "test_view_features": deployed["test"][1:]},
-                  {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, "FP32", 8, 1e-3, 2)
+                   "backbone_json": exported["setup"]["json"], "labels": exported["setup"]["labels"],
+                   "test_tfrecords": [exported["setup"]["test"]], "test_features": str(tmp_path / "wrong.npz"),
+                   "test_view_features": deployed["test"][1:]},
+                  {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, ir_settings("FP32"), 2)
     assert not (out / "model.xml").exists() and not (out / "ir.json").exists()
 
 

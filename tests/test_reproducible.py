@@ -41,8 +41,7 @@ def test_backbone_irs_and_deployed_irs_are_byte_identical_across_processes(twice
     # A deployed IR: the backbone IR with a head and two test-time views appended.
     from test_model import TRAIN_SETTINGS
 
-    from scripts.core import atomic, formats
-    from scripts.model import freeze, retrain
+    from scripts.model import retrain
     xml = str(tmp_path / "a" / "backbone.xml")
     feature_paths = {}
     for split, kind in (("train", "plain"), ("validation", "plain"), ("test", "plain"), ("test", "view4")):
@@ -56,12 +55,10 @@ def test_backbone_irs_and_deployed_irs_are_byte_identical_across_processes(twice
                  "test": feature_paths[("test", "plain")], "augmented": [], "validation_views": [],
                  "test_views": [feature_paths[("test", "view4")]]}, setup["labels"], setup["json"],
                 {"train": TRAIN_SETTINGS}, outputs, "x")
-    contract = freeze.model_contract(atomic.read_json(setup["json"]), formats.read_labels(setup["labels"]), 1.0,
-                                     "bilinear", [0, 4], 0)
-    atomic.write_json(tmp_path / "model" / "model.json", contract)
     for name in ("a", "b"):
-        run("scripts.deploy.ir", "--backbone-xml", xml, "--head", outputs["head"], "--model-json",
-            str(tmp_path / "model" / "model.json"), "--precision", "FP32", "--test-tfrecords", setup["test"],
+        run("scripts.deploy.ir", "--backbone-xml", xml, "--head", outputs["head"], "--backbone-json",
+            setup["json"], "--labels", setup["labels"], "--views", "0", "4", "--central-fraction", "1.0",
+            "--resize", "bilinear", "--precision", "FP32", "--test-tfrecords", setup["test"],
             "--test-features", feature_paths[("test", "plain")], "--test-view-features",
             feature_paths[("test", "view4")], "--check-images", "4", "--tolerance", "0.001", "--threads", "1",
             "--output-xml", str(tmp_path / f"ir-{name}" / "model.xml"), "--output-json",

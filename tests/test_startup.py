@@ -66,14 +66,10 @@ def test_openvino_and_numpy_stages_run_without_tensorflow(blocked, setup, tmp_pa
                 str(model / "test_predictions.npz"))
     run_blocked(blocked, "scripts.model.select", "--metric", "validation_accuracy", "--output",
                 str(tmp_path / "selected.json"), "--experiments", f"x={model / 'metrics.json'}")
-    from scripts.core import formats
-    from scripts.model import freeze
-    contract = freeze.model_contract(atomic.read_json(setup["json"]), formats.read_labels(setup["labels"]), 1.0,
-                                     "bilinear", [0], 0)
-    atomic.write_json(model / "model.json", contract)
     deployed = tmp_path / "deployed"
     run_blocked(blocked, "scripts.deploy.ir", "--backbone-xml", xml, "--head", str(model / "head.npz"),
-                "--model-json", str(model / "model.json"), "--precision", "FP32", "--test-tfrecords", setup["test"],
+                "--backbone-json", setup["json"], "--labels", setup["labels"], "--views", "0",
+                "--central-fraction", "1.0", "--resize", "bilinear", "--precision", "FP32", "--test-tfrecords", setup["test"],
                 "--test-features", features["test"], "--check-images", "4", "--tolerance", "0.001", "--threads", "1",
                 "--output-xml", str(deployed / "model.xml"), "--output-json", str(deployed / "ir.json"))
     run_blocked(blocked, "scripts.deploy.evaluate_ir", "--ir-json", str(deployed / "ir.json"), "--head",

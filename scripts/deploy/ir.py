@@ -15,7 +15,8 @@ in the IR's rt_info under ``deployment``. Before it is published, a sample of re
 images runs through the saved file and must match the trained head on the cached
 features of the same backbone IR (scripts/core/checks.py).
 
-    python -m scripts.deploy.ir --backbone-xml B --head H --model-json M --precision INT8 \
+    python -m scripts.deploy.ir --backbone-xml B --head H --backbone-json J --labels L --views 0 4 \
+        --central-fraction 1.0 --resize bilinear --precision INT8 \
         --test-tfrecords T... --test-features F --test-view-features V... --check-images 32 \
         --tolerance 0.001 --output-xml X --output-json J --threads 2
 """
@@ -28,7 +29,7 @@ import numpy as np
 from scripts.core import atomic, formats
 from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities, sample_check
-from scripts.core.contract import note_suffix
+from scripts.core.contract import model_contract, note_suffix
 from scripts.core.errors import run_cli
 from scripts.core.inference import IrModel
 
@@ -125,18 +126,24 @@ def ir_description(model, contract, precision, check):
     }
 
 
-def export(paths, outputs, precision, check_images, tolerance, threads):
-    """Join, save and check the IR of one precision; write ir.json; return the description."""
-    contract = atomic.read_json(paths["model_json"])
+def export(paths, outputs, settings, threads):
+    """Join, save and check the IR of one precision; write ir.json; return the description.
+
+    settings: precision, views, central_fraction, resize, check_images, tolerance.
+    """
     head = head_lib.load(paths["head"])
-    views = contract["test_time_views"]
+    views, precision = settings["views"], settings["precision"]
+    contract = model_contract(atomic.read_json(paths["backbone_json"]), formats.read_labels(paths["labels"]),
+                              settings["central_fraction"], settings["resize"], views,
+                              int(head["hidden_w"].shape[1]) if "hidden_w" in head else 0)
     model = join(paths["backbone_xml"], head, contract["preprocessing"]["input_size"], views)
     set_rt_info(model, contract)
     formats.write_ir(model, outputs["xml"])
     probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]])
     try:
         check = sample_check(IrModel(outputs["xml"], threads), contract["preprocessing"], paths["test_tfrecords"],
-                             {"probabilities": probabilities, "sha256": test["sha256"]}, check_images, tolerance,
+                             {"probabilities": probabilities, "sha256": test["sha256"]}, settings["check_images"],
+                             settings["tolerance"],
                              threads, f"{precision} IR")
     except Exception:
         for path in (outputs["xml"], os.path.splitext(outputs["xml"])[0] + ".bin"):
@@ -152,7 +159,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone-xml", required=True, help="the backbone IR of this precision")
     parser.add_argument("--head", required=True, help="head.npz")
-    parser.add_argument("--model-json", required=True, help="the frozen model's model.json (the contract)")
+    parser.add_argument("--backbone-json", required=True, help="the backbone's description")
+    parser.add_argument("--labels", required=True, help="labels.json")
+    parser.add_argument("--views", type=int, nargs="+", required=True, help="test-time views, 0 first")
+    parser.add_argument("--central-fraction", type=float, required=True)
+    parser.add_argument("--resize", required=True)
     parser.add_argument("--precision", choices=PRECISIONS, required=True)
     parser.add_argument("--test-tfrecords", nargs="+", required=True)
     parser.add_argument("--test-features", required=True, help="cached test features of this backbone IR")
@@ -163,10 +174,11 @@ def main(argv=None):
     parser.add_argument("--output-xml", required=True, help="model.xml (model.bin is written beside it)")
     parser.add_argument("--output-json", required=True, help="ir.json")
     args = parser.parse_args(argv)
-    paths = {key: getattr(args, key) for key in ("backbone_xml", "head", "model_json", "test_tfrecords",
-                                                 "test_features", "test_view_features")}
-    description = export(paths, {"xml": args.output_xml, "json": args.output_json}, args.precision,
-                         args.check_images, args.tolerance, args.threads)
+    paths = {key: getattr(args, key) for key in ("backbone_xml", "head", "backbone_json", "labels",
+                                                 "test_tfrecords", "test_features", "test_view_features")}
+    settings = {key: getattr(args, key) for key in ("precision", "views", "central_fraction", "resize",
+                                                    "check_images", "tolerance")}
+    description = export(paths, {"xml": args.output_xml, "json": args.output_json}, settings, args.threads)
     check = description["check"]
     print(f"wrote {args.precision} IR {args.output_xml}; check on {check['images']} test images: max probability "
           f"difference {check['max_abs_probability_difference']:.2e}{note_suffix(description['note'])}")

@@ -22,7 +22,7 @@ import argparse
 from scripts.core import atomic, formats, images, tfcompat
 from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities, sample_check
-from scripts.core.contract import note_suffix
+from scripts.core.contract import model_contract, note_suffix
 from scripts.core.errors import run_cli
 from scripts.core.inference import GraphModel, load_graph_def
 
@@ -61,24 +61,6 @@ def build_frozen_graph(backbone_def, info, head, views):
                 probs = tf.reduce_mean(tf.reshape(probs, [len(views), -1, classes]), axis=0)
         tf.identity(probs, name=OUTPUT_NODE)
     return tf.graph_util.extract_sub_graph(graph.as_graph_def(), [OUTPUT_NODE])
-
-
-def model_contract(info, labels, central_fraction, resize, views, hidden_units):
-    """model.json: how to feed the frozen model and what it returns."""
-    return {
-        "schema_version": 2,
-        "input_node": INPUT_NODE,
-        "output_node": OUTPUT_NODE,
-        "output": "float32 [N, classes] softmax probabilities, classes in `labels` order",
-        "preprocessing": images.preprocessing_contract(info["input_size"], info["input_range"],
-                                                       central_fraction, resize),
-        "test_time_views": list(views),
-        "labels": labels,
-        "backbone": info,
-        "hidden_units": hidden_units,
-        "untrained_backbone": info["untrained"],
-        "note": info["note"],
-    }
 
 
 def freeze(paths, outputs, settings, threads):

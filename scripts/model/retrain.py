@@ -29,6 +29,8 @@ from scripts.core.metrics import classification_metrics
 MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
+# Training rows the per-epoch training loss and accuracy are measured on (evenly spaced).
+MONITOR_ROWS = 4096
 # A feature whose std is below this fraction of the median std is treated as constant.
 CONSTANT_FEATURE_STD = 1e-3
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "validation_loss", "validation_accuracy"]
@@ -60,7 +62,8 @@ def forward_backward(params, x, y, weights, l2, dropout, rng):
         pre = x @ params["hidden_w"] + params["hidden_b"]
         activations = np.maximum(pre, 0.0)
         if dropout:
-            mask = (rng.random(activations.shape) >= dropout) / (1.0 - dropout)
+            keep = rng.random(activations.shape, dtype=activations.dtype) >= dropout
+            mask = keep.astype(activations.dtype) / activations.dtype.type(1.0 - dropout)
             activations = activations * mask
     probs = head_lib.softmax(activations @ params["logits_w"] + params["logits_b"])
     sample_w = weights[y]
@@ -132,15 +135,24 @@ def standardisation(features):
 
 
 def train(data, num_classes, settings, log=print):
-    """Train a head; returns (head, history rows, summary)."""
+    """Train a head; returns (head, history rows, summary).
+
+    Float32 throughout (deterministic, and twice as fast as float64 here); the training
+    columns of the history are measured on at most MONITOR_ROWS evenly spaced training rows.
+    """
     rng = np.random.default_rng(settings["seed"])
-    x_train, y_train = data["train"]["features"].astype(np.float64), data["train"]["labels"]
+    x_train, y_train = data["train"]["features"].astype(np.float32), data["train"]["labels"]
     mean, scale = standardisation(x_train)
+    mean, scale = mean.astype(np.float32), scale.astype(np.float32)
     x_std = (x_train - mean) * scale
-    params = init_params(rng, x_train.shape[1], settings["hidden_units"], num_classes)
-    weights = class_weights(y_train, num_classes, settings["class_weighting"])
+    monitored_rows = np.unique(np.linspace(0, len(y_train) - 1, min(len(y_train), MONITOR_ROWS)).astype(int))
+    x_validation = (data["validation"]["features"].astype(np.float32) - mean) * scale
+    y_validation = data["validation"]["labels"]
+    params = {key: value.astype(np.float32) for key, value in
+              init_params(rng, x_train.shape[1], settings["hidden_units"], num_classes).items()}
+    weights = class_weights(y_train, num_classes, settings["class_weighting"]).astype(np.float32)
     optimizer = Optimizer(settings["optimizer"], settings["learning_rate"])
-    monitor = "validation" if len(data["validation"]["labels"]) else "train"
+    monitor = "validation" if len(y_validation) else "train"
     best = {"loss": np.inf, "epoch": 0, "params": None}
     history = []
     for epoch in range(1, settings["epochs"] + 1):
@@ -150,9 +162,9 @@ def train(data, num_classes, settings, log=print):
             _, grads = forward_backward(params, x_std[batch], y_train[batch], weights,
                                         settings["l2"], settings["dropout"], rng)
             optimizer.step(params, grads)
-        head = {"mean": mean, "scale": scale, **params}
-        row = [epoch, *loss_and_accuracy(head, x_train, y_train),
-               *loss_and_accuracy(head, data["validation"]["features"], data["validation"]["labels"])]
+        standardised = {"mean": np.float32(0), "scale": np.float32(1), **params}
+        row = [epoch, *loss_and_accuracy(standardised, x_std[monitored_rows], y_train[monitored_rows]),
+               *loss_and_accuracy(standardised, x_validation, y_validation)]
         history.append(row)
         monitored_loss = row[3] if monitor == "validation" else row[1]
         if monitored_loss < best["loss"] - 1e-7:

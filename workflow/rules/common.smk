@@ -372,7 +372,8 @@ def selected_experiment():
 
 
 def deploy_targets(experiment, benchmarks=True):
-    targets = [f"{RESULTS}/{experiment}/model/frozen_model.pb"]
+    """The deployed IRs and their evaluation; with ``benchmarks``, the frozen model and benchmarks too."""
+    targets = [f"{RESULTS}/{experiment}/model/frozen_model.pb"] if benchmarks else []
     for precision in precisions(experiment):
         targets += [
             f"{RESULTS}/{experiment}/ir/{precision}/{name}"

@@ -20,7 +20,8 @@ rule ir:
         backbone_xml=lambda wildcards: backbone_ir_files(wildcards)[0],
         backbone_bin=lambda wildcards: backbone_ir_files(wildcards)[1],
         head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
-        contract=f"{MODEL_DIR}/model.json",
+        info=lambda wildcards: f"{RESULTS}/{backbone_root(wildcards.experiment)}/backbone.json",
+        labels=f"{DATA}/labels.json",
         test_tfrecords=tfrecord_shards("test"),
         test_features=lambda wildcards: features(
             wildcards.experiment, "test", wildcards.precision
@@ -52,7 +53,8 @@ rule ir:
         ],
     shell:
         "python -m scripts.deploy.ir --backbone-xml {input.backbone_xml:q} --head {input.head:q}"
-        " --model-json {input.contract:q} --precision {wildcards.precision}"
+        " --backbone-json {input.info:q} --labels {input.labels:q} --views {params.views}"
+        " --central-fraction {params.central_fraction} --resize {params.resize} --precision {wildcards.precision}"
         " --test-tfrecords {input.test_tfrecords:q} --test-features {input.test_features:q}"
         " --test-view-features {input.test_view_features:q} --check-images {params.check_images}"
         " --tolerance {params.tolerance} --threads {threads} --output-xml {output.xml:q}"

@@ -192,7 +192,9 @@ rule retrain:
     params:
         settings=lambda wildcards: head_settings(wildcards.experiment),
     shell:
-        "python -m scripts.model.retrain train --train {input.train:q} --augmented {input.augmented:q}"
+        # One BLAS thread per job: as fast here, and results do not depend on the core count.
+        "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads};"
+        " python -m scripts.model.retrain train --train {input.train:q} --augmented {input.augmented:q}"
         " --validation {input.validation:q} --validation-views {input.validation_views:q}"
         " --test {input.test:q} --test-views {input.test_views:q} --labels {input.labels:q}"
         " --backbone-json {input.info:q} --settings {params.settings:q} --experiment {wildcards.experiment}"
@@ -271,7 +273,8 @@ rule score_finetune:
     params:
         settings=lambda wildcards: head_settings(wildcards.experiment),
     shell:
-        "python -m scripts.model.retrain score --head {input.head:q} --history {input.history:q} --mode finetune"
+        "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads};"
+        " python -m scripts.model.retrain score --head {input.head:q} --history {input.history:q} --mode finetune"
         " --train {input.train:q} --validation {input.validation:q}"
         " --validation-views {input.validation_views:q} --test {input.test:q} --test-views {input.test_views:q}"
         " --labels {input.labels:q} --backbone-json {input.info:q} --settings {params.settings:q}"
