@@ -205,6 +205,11 @@ def training_engine():
     )
 
 
+def float32_engine():
+    """The engine whose features a float32 model (the frozen .pb) reproduces."""
+    return "tensorflow" if training_engine() == "tensorflow" else "FP32"
+
+
 def variant_name(preprocess):
     """A readable name for a preprocessing setting, e.g. crop0.875-bilinear."""
     return f"crop{preprocess['central_fraction']:g}-{preprocess['resize']}"
@@ -330,6 +335,8 @@ def export_option(wildcards, key, used_by):
     value = settings(wildcards.experiment)["export"][key]
     if wildcards.precision not in used_by or value is None:
         return ""
+    if key == "min_fp_agreement" and training_engine() == "INT8":
+        return ""  # heads trained on INT8 features: a float IR is a change of precision, reported only
     return f"--{key.replace('_', '-')} {value}"
 
 
@@ -408,14 +415,20 @@ def experiment_targets():
     """What every run makes before the selection: data, every experiment's metrics and test features."""
     targets = [f"{DATA}/manifest.tsv", f"{RESULTS}/selected.json"] + all_tfrecords()
     targets += [final_metrics(experiment) for experiment in EXPERIMENTS]
-    targets += [path for experiment in EXPERIMENTS for path in deployment_features(experiment)]
+    targets += [
+        path for experiment in EXPERIMENTS for path in deployment_features(experiment)
+    ]
     return targets
 
 
 def deployed_targets(wildcards, benchmarks=True):
     """The deployed models (evaluated, and benchmarked unless told otherwise), once `select` has run."""
     selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
-    return [path for experiment in deployed_experiments(selected) for path in deploy_targets(experiment, benchmarks)]
+    return [
+        path
+        for experiment in deployed_experiments(selected)
+        for path in deploy_targets(experiment, benchmarks)
+    ]
 
 
 def evaluated_targets(wildcards):
@@ -445,7 +458,8 @@ def evaluations(experiment):
 
 def experiment_report_targets():
     return [f"{REPORT}/data_summary.csv", f"{REPORT}/experiments.csv"] + [
-        f"{RESULTS}/{experiment}/report/training_curves.png" for experiment in EXPERIMENTS
+        f"{RESULTS}/{experiment}/report/training_curves.png"
+        for experiment in EXPERIMENTS
     ]
 
 

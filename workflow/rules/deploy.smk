@@ -46,9 +46,9 @@ rule ir:
         runtime=30,
     params:
         views=lambda wildcards: test_time_views(wildcards.experiment),
-        central_fraction=lambda wildcards: settings(wildcards.experiment)["preprocess"][
-            "central_fraction"
-        ],
+        central_fraction=lambda wildcards: settings(wildcards.experiment)[
+            "preprocess"
+        ]["central_fraction"],
         resize=lambda wildcards: settings(wildcards.experiment)["preprocess"]["resize"],
         check_images=lambda wildcards: settings(wildcards.experiment)["export"][
             "check_images"

@@ -317,8 +317,13 @@ rule freeze:
         head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
         labels=f"{DATA}/labels.json",
         test_tfrecords=tfrecord_shards("test"),
-        test_features=lambda wildcards: features(wildcards.experiment, "test"),
-        test_view_features=lambda wildcards: view_features(wildcards.experiment, "test"),
+        # The frozen graph computes float32 features: its check compares with those.
+        test_features=lambda wildcards: features(
+            wildcards.experiment, "test", float32_engine()
+        ),
+        test_view_features=lambda wildcards: view_features(
+            wildcards.experiment, "test", float32_engine()
+        ),
         code=code("model.freeze"),
     output:
         pb=f"{RESULTS}/{{experiment}}/model/frozen_model.pb",
