@@ -33,6 +33,7 @@ BACKBONE = {"kind": "frozen_graph", "source": os.path.join(SHARED, "weights", "m
 
 
 def run_pipeline(workdir, data):
+    os.makedirs(workdir, exist_ok=True)
     config = os.path.join(workdir, "config.yaml")
     with open(config, "w", encoding="utf-8") as handle:
         yaml.safe_dump({"dataset": {"source": data}, "backbone": BACKBONE}, handle)

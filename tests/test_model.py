@@ -224,12 +224,24 @@ def test_constant_features_get_no_weight_in_the_standardisation():
 
 def test_early_stopping_keeps_the_best_validation_epoch(setup):
     data = {split: formats.read_bottlenecks(features_of(setup, split)) for split in ("train", "validation")}
-    _, history, summary = retrain.train(data, 3, {**TRAIN_SETTINGS, "learning_rate": 0.05, "epochs": 300,
-                                                  "early_stopping_patience": 5}, log=lambda *_: None)
+    _, history, summary = retrain.train(data, 3, {**TRAIN_SETTINGS, "hidden_units": 8, "learning_rate": 0.05,
+                                                  "epochs": 300, "early_stopping_patience": 5}, log=lambda *_: None)
     losses = [row[3] for row in history]
     assert summary["stopped_early"] and summary["epochs_run"] < 300
     assert summary["best_epoch"] == 1 + int(np.argmin(losses))
     assert summary["epochs_run"] - summary["best_epoch"] == 5
+
+
+def test_a_softmax_layer_alone_is_solved_to_the_optimum_like_a_logistic_regression(setup):
+    data = {split: formats.read_bottlenecks(features_of(setup, split)) for split in ("train", "validation")}
+    settings = {**TRAIN_SETTINGS, "l2": retrain.resolved_l2("auto", features_of(setup, "train"), 3), "epochs": 500}
+    head, history, summary = retrain.train(data, 3, settings, log=lambda *_: None)
+    assert settings["l2"] == 1 / 36 and summary["monitored"].startswith("train objective")
+    x = (data["train"]["features"] - head["mean"]) * head["scale"]
+    params = {key: head[key].astype(np.float64) for key in ("logits_w", "logits_b")}
+    _, grads = retrain.forward_backward(params, x, data["train"]["labels"], np.ones(3), settings["l2"], 0.0, None)
+    assert max(np.abs(grad).max() for grad in grads.values()) < 1e-3  # the regularised loss's minimum
+    assert len(history) == summary["epochs_run"] < 500
 
 
 def test_metrics_on_a_hand_checked_example():

@@ -137,6 +137,61 @@ def standardisation(features):
 def train(data, num_classes, settings, log=print):
     """Train a head; returns (head, history rows, summary).
 
+    A softmax layer alone is a convex problem: it is solved to convergence with L-BFGS,
+    exactly a multinomial logistic regression (with `l2: auto`, scikit-learn's C=1). A
+    hidden layer is trained with mini-batches and early stopping on validation loss.
+    """
+    if settings["hidden_units"] == 0:
+        return train_linear(data, num_classes, settings, log)
+    return train_minibatch(data, num_classes, settings, log)
+
+
+def train_linear(data, num_classes, settings, log=print):
+    """The softmax layer by L-BFGS on the regularised, weighted cross-entropy; at most ``epochs`` iterations."""
+    from scipy.optimize import minimize
+    x_train, y_train = data["train"]["features"].astype(np.float64), data["train"]["labels"]
+    mean, scale = standardisation(x_train)
+    x_std = (x_train - mean) * scale
+    x_validation = (data["validation"]["features"].astype(np.float64) - mean) * scale
+    y_validation = data["validation"]["labels"]
+    monitored_rows = np.unique(np.linspace(0, len(y_train) - 1, min(len(y_train), MONITOR_ROWS)).astype(int))
+    weights = class_weights(y_train, num_classes, settings["class_weighting"])
+    width = x_std.shape[1]
+
+    def unpack(theta):
+        return {"logits_w": theta[:width * num_classes].reshape(width, num_classes),
+                "logits_b": theta[width * num_classes:]}
+
+    def objective(theta):
+        loss, grads = forward_backward(unpack(theta), x_std, y_train, weights, settings["l2"], 0.0, None)
+        return loss, np.concatenate([grads["logits_w"].ravel(), grads["logits_b"]])
+
+    history = []
+
+    def record(theta):
+        standardised = {"mean": 0.0, "scale": 1.0, **unpack(theta)}
+        row = [len(history) + 1, *loss_and_accuracy(standardised, x_std[monitored_rows], y_train[monitored_rows]),
+               *loss_and_accuracy(standardised, x_validation, y_validation)]
+        history.append(row)
+        if row[0] % 10 == 0 or row[0] == 1:
+            log(f"iteration {row[0]}: train loss {row[1]:.4f} acc {row[2]:.4f}, "
+                f"validation loss {row[3]:.4f} acc {row[4]:.4f}")
+
+    result = minimize(objective, np.zeros(width * num_classes + num_classes), jac=True, method="L-BFGS-B",
+                      callback=record, options={"maxiter": settings["epochs"]})
+    if not history:
+        record(result.x)
+    log(f"L-BFGS: {result.nit} iterations, {'converged' if result.success else result.message}")
+    head = {"mean": mean, "scale": scale, **unpack(result.x)}
+    head = {key: np.asarray(value, np.float32) for key, value in head.items()}
+    summary = {"epochs_run": len(history), "best_epoch": len(history), "monitored": "train objective (convex)",
+               "stopped_early": bool(result.success and len(history) < settings["epochs"])}
+    return head, history, summary
+
+
+def train_minibatch(data, num_classes, settings, log=print):
+    """A head with a hidden layer: mini-batches, early stopping on the validation loss.
+
     Float32 throughout (deterministic, and twice as fast as float64 here); the training
     columns of the history are measured on at most MONITOR_ROWS evenly spaced training rows.
     """
@@ -221,6 +276,19 @@ def evaluate(head, splits, labels):
     return {split: split_metrics(head, views, labels) for split, views in splits.items()}
 
 
+def resolved_l2(l2, train_path, num_classes):
+    """The L2 weight decay: a number, or "auto": a logistic regression's with C=1 (scikit-learn's default).
+
+    That is 1 / (plain training images) on the mean loss; with two classes twice that,
+    since a binary logistic regression penalises the one weight vector of the logit
+    difference, which a two-class softmax splits in half between its two vectors.
+    """
+    if l2 != "auto":
+        return l2
+    images = max(1, len(formats.read_bottlenecks(train_path)["labels"]))
+    return (2.0 if num_classes == 2 else 1.0) / images
+
+
 def training_data(train, augmented):
     """The plain training features with any augmented copies appended."""
     parts = [formats.read_bottlenecks(path) for path in [train, *augmented]]
@@ -237,7 +305,8 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment):
     splits = {"validation": load_split(paths["validation"], paths["validation_views"]),
               "test": load_split(paths["test"], paths["test_views"])}
     data = {"train": train_data, "validation": splits["validation"][0]}
-    head, history, summary = train(data, len(labels), settings["train"])
+    train_settings = {**settings["train"], "l2": resolved_l2(settings["train"]["l2"], paths["train"], len(labels))}
+    head, history, summary = train(data, len(labels), train_settings)
     head_lib.save(outputs["head"], head)
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)
