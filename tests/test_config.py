@@ -90,7 +90,7 @@ def test_frozen_graph_needs_its_tensors(config):
 
 def test_experiments_override_train_keys_and_are_checked(config):
     config["experiments"] = {"fast": {"train": {"learning_rate": 0.01}}, "default": {}}
-    config["sweep"] = {}
+    config["sweep"] = None
     check_config(config, SCHEMA)
     assert experiment_settings(config, "fast")["train"]["learning_rate"] == 0.01
     assert experiment_settings(config, "fast")["train"]["epochs"] == config["train"]["epochs"]

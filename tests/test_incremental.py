@@ -41,7 +41,8 @@ def test_changing_the_preprocessing_reruns_the_features_never_the_data(offline_r
 def test_changing_the_shard_count_reruns_from_the_tfrecords(offline_run, tmp_path):
     edit = {"tfrecords": {"shards": {"train": 3, "validation": 1, "test": 1}}}
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "shards.yaml", edit))
-    assert jobs["tfrecord_shard"] == 3 and jobs["bottleneck_shard"] == 2 * 3
+    # The train shards of each crop, and the test shard at INT8 (its backbone is calibrated on training images).
+    assert jobs["tfrecord_shard"] == 3 and jobs["bottleneck_shard"] == 2 * 3 + 2
     assert jobs["gather_bottlenecks"] == 2  # only the train split changed, for each crop
     assert jobs["retrain"] == SWEEP_SIZE
     assert not ({"backbone", "untrained_backbone", "structure", "split", "synthetic_images"}) & set(jobs)

@@ -161,7 +161,7 @@ def test_fine_tuning_runs_in_the_pipeline_and_deploys_like_any_experiment(offlin
     """A few fine-tuning steps of Inception V3's Mixed_7c (the untrained backbone), then freeze, IR, evaluation."""
     tuned = {"finetune": {"enabled": True, "trainable": "^InceptionV3/Mixed_7c/", "epochs": 1, "steps_per_epoch": 2,
                           "batch_size": 4, "learning_rate": 0.0001}}
-    edit = write_yaml(tmp_path / "tuned.yaml", {"sweep": {}, "experiments": {"default": {}, "tuned": tuned}})
+    edit = write_yaml(tmp_path / "tuned.yaml", {"sweep": None, "experiments": {"default": {}, "tuned": tuned}})
     targets = ["results/tuned/finetune/metrics.json", "results/tuned/model/frozen_model.pb",
                "results/tuned/ir/FP32/evaluation.json"]
     snakemake(offline_run, *targets, configfiles=[OFFLINE, edit])

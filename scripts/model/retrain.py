@@ -25,6 +25,7 @@ from scripts.core import head as head_lib
 from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.metrics import classification_metrics
+from scripts.core.progress import Progress
 
 MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
@@ -210,6 +211,7 @@ def train_minibatch(data, num_classes, settings, log=print):
     monitor = "validation" if len(y_validation) else "train"
     best = {"loss": np.inf, "epoch": 0, "params": None}
     history = []
+    progress = Progress("training (at most)", settings["epochs"], unit="epochs")
     for epoch in range(1, settings["epochs"] + 1):
         order = rng.permutation(len(y_train))
         for start in range(0, len(order), settings["batch_size"]):
@@ -221,6 +223,7 @@ def train_minibatch(data, num_classes, settings, log=print):
         row = [epoch, *loss_and_accuracy(standardised, x_std[monitored_rows], y_train[monitored_rows]),
                *loss_and_accuracy(standardised, x_validation, y_validation)]
         history.append(row)
+        progress.update()
         monitored_loss = row[3] if monitor == "validation" else row[1]
         if monitored_loss < best["loss"] - 1e-7:
             best = {"loss": monitored_loss, "epoch": epoch, "params": {k: v.copy() for k, v in params.items()}}
