@@ -85,10 +85,10 @@ def layered_config(*paths):
 
 
 def test_config(name, folder):
-    """A config from configs/ or tests/configs with ../shared/data made absolute, written into ``folder``."""
-    source = os.path.join(REPO, "configs", name)
+    """A config from tests/configs (else configs/) with ../shared/data made absolute, written into ``folder``."""
+    source = os.path.join(REPO, "tests", "configs", name)
     if not os.path.exists(source):
-        source = os.path.join(REPO, "tests", "configs", name)
+        source = os.path.join(REPO, "configs", name)
     with open(source, encoding="utf-8") as handle:
         text = handle.read().replace("../shared/data", SHARED_DATA)
     path = os.path.join(str(folder), name)

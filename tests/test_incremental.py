@@ -43,7 +43,7 @@ def test_changing_the_shard_count_reruns_from_the_tfrecords(offline_run, tmp_pat
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "shards.yaml", edit))
     # The train shards of each crop, and the test shard at INT8 (its backbone is calibrated on training images).
     assert jobs["tfrecord_shard"] == 3 and jobs["bottleneck_shard"] == 2 * 3 + 2
-    assert jobs["gather_bottlenecks"] == 2  # only the train split changed, for each crop
+    assert jobs["gather_bottlenecks"] == 2 + 2  # the train split of each crop, and its INT8 test features
     assert jobs["retrain"] == SWEEP_SIZE
     assert not ({"backbone", "untrained_backbone", "structure", "split", "synthetic_images"}) & set(jobs)
 
