@@ -2,9 +2,19 @@
 import errno
 import sys
 
+SHOWN_CHARS = 80  # of a name in an error line
+
 
 class PipelineError(Exception):
     """Bad input or config: the message is one line naming the file or config key."""
+
+
+def shown(name):
+    """A name for an error line: quoted, escaped, and cut short if long."""
+    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in name)
+    if len(printable) <= SHOWN_CHARS:
+        return f"'{printable}'"
+    return f"'{printable[:SHOWN_CHARS]}...' ({len(name)} characters)"
 
 
 def run_cli(main, argv=None):

@@ -32,7 +32,7 @@ import zipfile
 import zlib
 
 from scripts.core import atomic
-from scripts.core.errors import PipelineError, run_cli
+from scripts.core.errors import SHOWN_CHARS, PipelineError, run_cli, shown
 
 CHUNK_BYTES = 1 << 16
 DEFAULT_MAX_BYTES = 10_000_000_000  # as download.max_extract_bytes in config.yaml
@@ -46,7 +46,6 @@ MAX_EXTENDED_BYTES = 1 << 26  # all extended headers of a tar together
 # A pax length or time has at most ~20 digits; Python < 3.11.10 parses pax headers with a
 # regex that backtracks quadratically over a long run of digits (CVE-2024-6232).
 LONG_DIGITS = re.compile(rb"[0-9]{65}")
-SHOWN_CHARS = 80  # of a member's name in an error line
 SUPPORTED = "zip, tar, tar.gz/.tgz, tar.bz2, tar.xz"
 OPENERS = {"tar": open, "tar.gz": gzip.open, "tar.bz2": bz2.open, "tar.xz": lzma.open}
 ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
@@ -276,14 +275,6 @@ def refuse(archive_path, name, reason):
 
 def too_many(archive_path, max_members):
     raise PipelineError(f"{archive_path}: holds more than {max_members} members (download.max_members)")
-
-
-def shown(name):
-    """A member's name for an error line: quoted, escaped, and cut short if long."""
-    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in name)
-    if len(printable) <= SHOWN_CHARS:
-        return f"'{printable}'"
-    return f"'{printable[:SHOWN_CHARS]}...' ({len(name)} characters)"
 
 
 def clip(text):

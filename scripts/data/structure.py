@@ -39,7 +39,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from scripts.core import atomic
-from scripts.core.errors import PipelineError, run_cli
+from scripts.core.errors import SHOWN_CHARS, PipelineError, run_cli, shown
 from scripts.core.images import to_rgb
 
 INDEX_HEADER = ("path", "label", "sha256", "width", "height", "source")
@@ -67,7 +67,6 @@ EXIF_ORIENTATION = 0x0112
 CHUNKSIZE = 16
 UNSAFE_FORMATS = ("EPS",)  # Pillow decodes EPS by running Ghostscript on the file
 DEFAULT_MAX_IMAGE_BYTES = 100_000_000  # as dataset.max_image_bytes in config.yaml
-SHOWN_CHARS = 80  # of a name in an error line
 FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a link to a folder, not followed"}
 # Unicode categories a class name may not hold: controls (newline, tab, ...), undecodable
@@ -240,14 +239,6 @@ def check_class_name(name):
         raise PipelineError(f"config key dataset.class_map: {shown(str(name))} cannot be a class name "
                             f"({name_problem(str(name)) or 'not text'})")
     return unicodedata.normalize("NFC", name)
-
-
-def shown(name):
-    """A name for an error line: quoted, escaped, and cut short if long."""
-    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in name)
-    if len(printable) <= SHOWN_CHARS:
-        return f"'{printable}'"
-    return f"'{printable[:SHOWN_CHARS]}...' ({len(name)} characters)"
 
 
 def clip(text):
