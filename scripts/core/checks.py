@@ -17,10 +17,7 @@ from scripts.core.inference import run_over_examples
 
 def reference_probabilities(head, features_paths):
     """(probabilities [N, classes], the plain features' dict) from cached features: plain, then each view."""
-    views = [formats.read_bottlenecks(path) for path in features_paths]
-    for path, view in zip(features_paths[1:], views[1:]):
-        if list(view["sha256"]) != list(views[0]["sha256"]):
-            raise PipelineError(f"{path}: lists other images than {features_paths[0]}")
+    views = formats.read_views(features_paths)
     return head_lib.view_probabilities(head, [view["features"] for view in views]), views[0]
 
 

@@ -62,6 +62,15 @@ def empty_bottlenecks(width):
 read_bottlenecks = read_npz
 
 
+def read_views(paths):
+    """A split's features as a list of views (the plain file first), checked to list the same images."""
+    views = [read_bottlenecks(path) for path in paths]
+    for path, view in zip(paths[1:], views[1:]):
+        if list(view["sha256"]) != list(views[0]["sha256"]):
+            raise PipelineError(f"{path}: lists other images than {paths[0]}")
+    return views
+
+
 def concatenate_bottlenecks(parts):
     """One bottleneck dict from several, in order."""
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

@@ -267,11 +267,7 @@ def split_metrics(head, views, labels):
 
 def load_split(plain, extra_views):
     """A split's features as a list of views: the plain file, then each extra view, checked to match."""
-    views = [formats.read_bottlenecks(plain)] + [formats.read_bottlenecks(path) for path in extra_views]
-    for path, view in zip(extra_views, views[1:]):
-        if list(view["sha256"]) != list(views[0]["sha256"]):
-            raise PipelineError(f"{path}: lists other images than {plain}")
-    return views
+    return formats.read_views([plain, *extra_views])
 
 
 def evaluate(head, splits, labels):
