@@ -1,4 +1,4 @@
-"""Shared test helpers: the repository on sys.path, the real data beside it, real Snakemake runs.
+"""Shared test helpers: the real data beside the repository, real Snakemake runs.
 
 Tests marked ``slow`` run whole pipelines; ``pytest -m "not slow"`` is the fast tier.
 """
@@ -13,7 +13,6 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 OFFLINE = os.path.join(REPO, "configs", "offline.yaml")
-sys.path.insert(0, REPO)
 
 
 @pytest.fixture(scope="session")
@@ -114,5 +113,3 @@ def selected(workdir):
     return atomic.read_json(os.path.join(str(workdir), "results", "selected.json"))["experiment"]
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs whole pipelines (minutes); the fast tier is -m 'not slow'")

@@ -39,8 +39,8 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from scripts.core import atomic
+from scripts.core.decode import to_rgb
 from scripts.core.errors import SHOWN_CHARS, PipelineError, run_cli, shown
-from scripts.core.images import to_rgb
 
 INDEX_HEADER = ("path", "label", "sha256", "width", "height", "source")
 REJECTS_HEADER = ("source", "reason")

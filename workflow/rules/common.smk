@@ -77,18 +77,27 @@ def imported_modules(path):
     }
 
 
+# Modules that shape only what a job says (error lines, progress, log filtering), never
+# what it writes: they are not code inputs, so editing a message reruns nothing.
+MESSAGE_MODULES = {
+    "scripts.core.errors",
+    "scripts.core.progress",
+    "scripts.core.quiet",
+}
+
+
 @functools.cache
 def code(module):
-    """A stage's module and every project module it imports, as inputs.
+    """A stage's module and every project module it imports that can change its outputs.
 
-    Editing any of them reruns the stage. ``module`` is a path under scripts/ without
-    .py, as a dotted name, e.g. "data.structure".
+    Editing any of them reruns the stage (message-only modules excepted, MESSAGE_MODULES).
+    ``module`` is a path under scripts/ without .py, as a dotted name, e.g. "data.structure".
     """
     start = f"scripts.{module}"
     seen, todo = set(), [start]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in MESSAGE_MODULES:
             continue
         seen.add(name)
         todo += imported_modules(module_file(name))
