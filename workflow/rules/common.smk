@@ -16,6 +16,7 @@ from scripts.core.config_check import (
     experiment_settings,
 )
 from scripts.core.errors import PipelineError
+from scripts.core.layout import Layout, finetune_root, shard_name as layout_shard_name
 from snakemake.exceptions import WorkflowError
 
 try:
@@ -27,10 +28,10 @@ except PipelineError as error:
     sys.exit(f"error: {error}")
 
 RESULTS = "results"
-DATA = f"{RESULTS}/data"
-BACKBONE = f"{RESULTS}/backbone"
-LOGS = f"{RESULTS}/logs"
-RUNTIME = f"{RESULTS}/runtime"  # Snakemake `benchmark:` files (time and memory per job)
+# Every artefact's path comes from the one map of the results (scripts/core/layout.py).
+LAYOUT = Layout(RESULTS)
+LOGS = LAYOUT.logs()
+RUNTIME = LAYOUT.runtime()  # Snakemake `benchmark:` files (time and memory per job)
 SPLITS = ("train", "validation", "test")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz")
 UNTRAINED = config["backbone"]["source"] == "untrained"
@@ -129,9 +130,7 @@ def source_setting(source, key):
 
 def downloaded(source):
     """Where `download` stores the data set's or the backbone's file."""
-    return (
-        f"{RESULTS}/{source}/download/{source_name(source_setting(source, 'source'))}"
-    )
+    return LAYOUT.download(source, source_name(source_setting(source, "source")))
 
 
 # ------------------------------------------------------------------ data set
@@ -141,10 +140,10 @@ def raw_tree():
     """The folder `structure` reads: generated, extracted, or the user's own folder."""
     source = config["dataset"]["source"]
     if source == "synthetic":
-        return f"{DATA}/synthetic"
+        return LAYOUT.synthetic()
     if not is_remote(source) and os.path.isdir(source):
         return source
-    return f"{DATA}/unpacked"
+    return LAYOUT.unpacked("data")
 
 
 def shard_count(split):
@@ -152,12 +151,12 @@ def shard_count(split):
 
 
 def shard_name(split, shard):
-    return f"{split}-{shard:05d}-of-{shard_count(split):05d}"
+    return layout_shard_name(split, shard, shard_count(split))
 
 
 def tfrecord_shards(split):
     return [
-        f"{DATA}/tfrecords/{shard_name(split, shard)}.tfrecord"
+        LAYOUT.tfrecord(split, shard, shard_count(split))
         for shard in range(shard_count(split))
     ]
 
@@ -169,11 +168,7 @@ def all_tfrecords():
 # ------------------------------------------------------------------ backbone
 def backbone_download():
     """The backbone's checkpoint or graph as fetched (or made, for `untrained`)."""
-    return (
-        f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz"
-        if UNTRAINED
-        else downloaded("backbone")
-    )
+    return LAYOUT.untrained_checkpoint() if UNTRAINED else downloaded("backbone")
 
 
 def archive_of(source):
@@ -184,7 +179,7 @@ def archive_of(source):
 def backbone_unpacked():
     """What `backbone` reads: the unpacked archive, or the downloaded .pb/.ckpt file."""
     download = backbone_download()
-    return f"{BACKBONE}/unpacked" if is_archive(download) else download
+    return LAYOUT.unpacked("backbone") if is_archive(download) else download
 
 
 # ------------------------------------------------------------------ experiments
@@ -250,20 +245,15 @@ def finetuned(experiment):
 
 def backbone_root(experiment):
     """Where an experiment's backbone lives: the shared one, or its own fine-tuned one."""
-    return f"{experiment}/finetune" if finetuned(experiment) else "backbone"
+    return finetune_root(experiment) if finetuned(experiment) else "backbone"
 
 
-def model_dir(experiment):
-    """The folder of the experiment's final head and metrics (fine-tuned or head-only)."""
-    return (
-        f"{RESULTS}/{experiment}/finetune"
-        if finetuned(experiment)
-        else f"{RESULTS}/{experiment}/model"
-    )
-
-
-def features_dir(root, variant, engine, kind):
-    return f"{RESULTS}/{root}/features/{variant}/{engine}/{kind}"
+def final_model(experiment, name):
+    """The experiment's final head (head.npz), history.csv, metrics.json or test_predictions.npz:
+    the fine-tuned one, or the head-only one."""
+    if finetuned(experiment):
+        return LAYOUT.finetuned(experiment, name)
+    return f"{LAYOUT.model_dir(experiment)}/{name}"
 
 
 def features(experiment, split, engine=None, kind="plain", root=None):
@@ -274,9 +264,7 @@ def features(experiment, split, engine=None, kind="plain", root=None):
     """
     variant = variant_name(settings(experiment)["preprocess"])
     root = root or backbone_root(experiment)
-    return (
-        f"{features_dir(root, variant, engine or training_engine(), kind)}/{split}.npz"
-    )
+    return LAYOUT.features(root, variant, engine or training_engine(), kind, split)
 
 
 def test_time_views(experiment):
@@ -303,9 +291,9 @@ def augmented_features(experiment, root=None):
 def engine_files(wildcards):
     """The model that computes features for an engine: backbone.pb, or the backbone IR of a precision."""
     if wildcards.engine == "tensorflow":
-        return [f"{RESULTS}/{wildcards.root}/backbone.pb"]
+        return [LAYOUT.backbone_pb(wildcards.root)]
     return [
-        f"{RESULTS}/{wildcards.root}/ir/{wildcards.engine}/backbone.{ext}"
+        LAYOUT.backbone_ir(wildcards.root, wildcards.engine, ext)
         for ext in ("xml", "bin")
     ]
 
@@ -332,8 +320,10 @@ def calibration_options(wildcards):
 
 def backbone_ir_files(wildcards):
     """The backbone IR (xml, bin) a deployed IR of this experiment and precision is built on."""
-    folder = f"{RESULTS}/{backbone_root(wildcards.experiment)}/ir/{wildcards.precision}"
-    return [f"{folder}/backbone.xml", f"{folder}/backbone.bin"]
+    root = backbone_root(wildcards.experiment)
+    return [
+        LAYOUT.backbone_ir(root, wildcards.precision, ext) for ext in ("xml", "bin")
+    ]
 
 
 def export_option(wildcards, key, used_by):
@@ -371,7 +361,7 @@ def finetune_settings(experiment):
 
 
 def final_metrics(experiment):
-    return f"{model_dir(experiment)}/metrics.json"
+    return final_model(experiment, "metrics.json")
 
 
 def deployed_experiments(selected=None):
@@ -389,17 +379,14 @@ def selected_experiment():
 
 def deploy_targets(experiment, benchmarks=True):
     """The deployed IRs and their evaluation; with ``benchmarks``, the frozen model and benchmarks too."""
-    targets = [f"{RESULTS}/{experiment}/model/frozen_model.pb"] if benchmarks else []
+    targets = [LAYOUT.frozen_model(experiment)] if benchmarks else []
     for precision in precisions(experiment):
         targets += [
-            f"{RESULTS}/{experiment}/ir/{precision}/{name}"
-            for name in ("model.xml", "evaluation.json")
+            LAYOUT.ir_xml(experiment, precision),
+            LAYOUT.evaluation(experiment, precision),
         ]
     if benchmarks:
-        targets += [
-            f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}"
-            for ext in ("csv", "json")
-        ]
+        targets += [LAYOUT.benchmarks(experiment, ext) for ext in ("csv", "json")]
     return targets
 
 
@@ -422,7 +409,7 @@ def deployment_features(experiment):
 
 def experiment_targets():
     """What every run makes before the selection: data, every experiment's metrics and test features."""
-    targets = [f"{DATA}/manifest.tsv", f"{RESULTS}/selected.json"] + all_tfrecords()
+    targets = [LAYOUT.manifest(), LAYOUT.selected()] + all_tfrecords()
     targets += [final_metrics(experiment) for experiment in EXPERIMENTS]
     targets += [
         path for experiment in EXPERIMENTS for path in deployment_features(experiment)
@@ -445,13 +432,9 @@ def evaluated_targets(wildcards):
 
 
 # ------------------------------------------------------------------ report
-REPORT = f"{RESULTS}/report"
-EXPERIMENT_REPORT = f"{RESULTS}/{{experiment}}/report"
-
-
 def experiment_report(name, caption, category):
     return report(
-        f"{EXPERIMENT_REPORT}/{name}",
+        LAYOUT.experiment_report("{experiment}", name),
         caption=f"../report/{caption}",
         category=category,
         subcategory="{experiment}",
@@ -460,14 +443,13 @@ def experiment_report(name, caption, category):
 
 def evaluations(experiment):
     return [
-        f"{RESULTS}/{experiment}/ir/{precision}/evaluation.json"
-        for precision in precisions(experiment)
+        LAYOUT.evaluation(experiment, precision) for precision in precisions(experiment)
     ]
 
 
 def experiment_report_targets():
-    return [f"{REPORT}/data_summary.csv", f"{REPORT}/experiments.csv"] + [
-        f"{RESULTS}/{experiment}/report/training_curves.png"
+    return [LAYOUT.report("data_summary.csv"), LAYOUT.report("experiments.csv")] + [
+        LAYOUT.experiment_report(experiment, "training_curves.png")
         for experiment in EXPERIMENTS
     ]
 
@@ -477,7 +459,7 @@ def report_targets(wildcards):
     selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
     for experiment in deployed_experiments(selected):
         targets += [
-            f"{RESULTS}/{experiment}/report/{name}"
+            LAYOUT.experiment_report(experiment, name)
             for name in ("ir_accuracy.csv", "benchmarks.png")
         ]
     return targets
@@ -500,16 +482,9 @@ wildcard_constraints:
 # (branch `console`, issue 15: the misclassified-images gallery of each experiment)
 def console_report_targets():
     return [
-        f"{RESULTS}/{experiment}/report/misclassified.png" for experiment in EXPERIMENTS
+        LAYOUT.experiment_report(experiment, "misclassified.png")
+        for experiment in EXPERIMENTS
     ]
-
-
-def selected_json():
-    """results/selected.json where a rule makes it (selection on validation), else nothing."""
-    path = f"{RESULTS}/selected.json"
-    return (
-        [path] if any(path in map(str, rule.output) for rule in workflow.rules) else []
-    )
 
 
 def current_outputs():

@@ -6,7 +6,7 @@ rule synthetic_images:
     input:
         code=code("data.synthetic"),
     output:
-        directory(f"{DATA}/synthetic"),
+        directory(LAYOUT.synthetic()),
     log:
         f"{LOGS}/synthetic_images.log",
     benchmark:
@@ -30,7 +30,7 @@ rule download:
     input:
         code=code("data.fetch"),
     output:
-        f"{RESULTS}/{{source}}/download/{{name}}",
+        LAYOUT.download("{source}", "{name}"),
     log:
         f"{LOGS}/download_{{source}}_{{name}}.log",
     benchmark:
@@ -58,7 +58,7 @@ rule extract:
         archive=lambda wildcards: archive_of(wildcards.source),
         code=code("data.archive"),
     output:
-        directory(f"{RESULTS}/{{source}}/unpacked"),
+        directory(LAYOUT.unpacked("{source}")),
     log:
         f"{LOGS}/extract_{{source}}.log",
     benchmark:
@@ -86,17 +86,17 @@ rule structure:
         raw=raw_tree(),
         code=code("data.structure"),
     output:
-        images=directory(f"{DATA}/images"),
-        index=f"{DATA}/index.tsv",
+        images=directory(LAYOUT.images()),
+        index=LAYOUT.index(),
         rejects=report(
-            f"{DATA}/rejects.tsv", caption="../report/rejects.rst", category="Data"
+            LAYOUT.rejects(), caption="../report/rejects.rst", category="Data"
         ),
         duplicates=report(
-            f"{DATA}/duplicates.tsv",
+            LAYOUT.duplicates(),
             caption="../report/duplicates.rst",
             category="Data",
         ),
-        summary=f"{DATA}/structure_summary.json",
+        summary=LAYOUT.structure_summary(),
     log:
         # Copies of the tables that errors point to: Snakemake deletes a failed job's outputs, not its logs.
         messages=f"{LOGS}/structure.log",
@@ -127,12 +127,12 @@ rule structure:
 rule split:
     """Train/validation/test by a hash of each image's content; manifest and labels."""
     input:
-        index=f"{DATA}/index.tsv",
+        index=LAYOUT.index(),
         code=code("data.split"),
     output:
-        manifest=f"{DATA}/manifest.tsv",
-        labels=f"{DATA}/labels.json",
-        summary=f"{DATA}/split_summary.json",
+        manifest=LAYOUT.manifest(),
+        labels=LAYOUT.labels(),
+        summary=LAYOUT.split_summary(),
     log:
         f"{LOGS}/split.log",
     benchmark:
@@ -157,13 +157,13 @@ rule split:
 rule tfrecord_shard:
     """One TFRecord shard of one split (TF-Slim feature keys)."""
     input:
-        manifest=f"{DATA}/manifest.tsv",
+        manifest=LAYOUT.manifest(),
         # The images the manifest names: in place in the raw tree, or converted under images/.
         raw=raw_tree(),
-        images=f"{DATA}/images",
+        images=LAYOUT.images(),
         code=code("data.tfrecord_shard"),
     output:
-        f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
+        LAYOUT.tfrecord("{split}", "{shard}", "{num_shards}"),
     log:
         f"{LOGS}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.log",
     benchmark:

@@ -5,10 +5,6 @@
 # Each job's params hold only the settings it uses, so that changing a benchmark setting
 # reruns the benchmarks alone, and adding a device adds only that device's jobs.
 
-MODEL_DIR = f"{RESULTS}/{{experiment}}/model"
-IR_DIR = f"{RESULTS}/{{experiment}}/ir/{{precision}}"
-BENCHMARK_DIR = f"{RESULTS}/{{experiment}}/benchmarks"
-
 
 wildcard_constraints:
     device=r"[A-Z][A-Z0-9_.]*",
@@ -19,9 +15,9 @@ rule ir:
     input:
         backbone_xml=lambda wildcards: backbone_ir_files(wildcards)[0],
         backbone_bin=lambda wildcards: backbone_ir_files(wildcards)[1],
-        head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
-        info=lambda wildcards: f"{RESULTS}/{backbone_root(wildcards.experiment)}/backbone.json",
-        labels=f"{DATA}/labels.json",
+        head=lambda wildcards: final_model(wildcards.experiment, "head.npz"),
+        info=lambda wildcards: LAYOUT.backbone_json(backbone_root(wildcards.experiment)),
+        labels=LAYOUT.labels(),
         test_tfrecords=tfrecord_shards("test"),
         test_features=lambda wildcards: features(
             wildcards.experiment, "test", wildcards.precision
@@ -31,9 +27,9 @@ rule ir:
         ),
         code=code("deploy.ir"),
     output:
-        xml=f"{IR_DIR}/model.xml",
-        bin=f"{IR_DIR}/model.bin",
-        info=f"{IR_DIR}/ir.json",
+        xml=LAYOUT.ir_xml("{experiment}", "{precision}"),
+        bin=LAYOUT.ir_bin("{experiment}", "{precision}"),
+        info=LAYOUT.ir_json("{experiment}", "{precision}"),
     log:
         f"{LOGS}/{{experiment}}/ir_{{precision}}.log",
     benchmark:
@@ -69,18 +65,20 @@ rule ir:
 rule evaluate_ir:
     """Test-split accuracy of one IR from its backbone's cached features, against the trained model."""
     input:
-        info=f"{IR_DIR}/ir.json",
-        head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
+        info=LAYOUT.ir_json("{experiment}", "{precision}"),
+        head=lambda wildcards: final_model(wildcards.experiment, "head.npz"),
         test_features=lambda wildcards: features(
             wildcards.experiment, "test", wildcards.precision
         ),
         test_view_features=lambda wildcards: view_features(
             wildcards.experiment, "test", wildcards.precision
         ),
-        reference=lambda wildcards: f"{model_dir(wildcards.experiment)}/test_predictions.npz",
+        reference=lambda wildcards: final_model(
+            wildcards.experiment, "test_predictions.npz"
+        ),
         code=code("deploy.evaluate_ir"),
     output:
-        f"{IR_DIR}/evaluation.json",
+        LAYOUT.evaluation("{experiment}", "{precision}"),
     log:
         f"{LOGS}/{{experiment}}/evaluate_ir_{{precision}}.log",
     benchmark:
@@ -108,12 +106,12 @@ rule evaluate_ir:
 rule benchmark:
     """Latency and throughput of one IR on one OpenVINO device (or a skipped absent device)."""
     input:
-        xml=f"{IR_DIR}/model.xml",
-        bin=f"{IR_DIR}/model.bin",
-        info=f"{IR_DIR}/ir.json",
+        xml=LAYOUT.ir_xml("{experiment}", "{precision}"),
+        bin=LAYOUT.ir_bin("{experiment}", "{precision}"),
+        info=LAYOUT.ir_json("{experiment}", "{precision}"),
         code=code("deploy.benchmark"),
     output:
-        f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json",
+        LAYOUT.benchmark("{experiment}", "{device}", "{precision}"),
     log:
         f"{LOGS}/{{experiment}}/benchmark_{{device}}-{{precision}}.log",
     benchmark:
@@ -141,15 +139,15 @@ rule gather_benchmarks:
     """One experiment's benchmarks as one table: a row per device, precision and mode."""
     input:
         results=lambda wildcards: expand(
-            f"{BENCHMARK_DIR}/{{device}}-{{precision}}.json",
+            LAYOUT.benchmark("{experiment}", "{device}", "{precision}"),
             experiment=wildcards.experiment,
             device=config["benchmark"]["devices"],
             precision=precisions(wildcards.experiment),
         ),
         code=code("deploy.benchmark"),
     output:
-        csv=f"{BENCHMARK_DIR}/benchmarks.csv",
-        json=f"{BENCHMARK_DIR}/benchmarks.json",
+        csv=LAYOUT.benchmarks("{experiment}", "csv"),
+        json=LAYOUT.benchmarks("{experiment}", "json"),
     log:
         f"{LOGS}/{{experiment}}/gather_benchmarks.log",
     benchmark:

@@ -7,7 +7,7 @@ rule untrained_backbone:
     input:
         code=code("model.backbone"),
     output:
-        f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz",
+        LAYOUT.untrained_checkpoint(),
     log:
         f"{LOGS}/untrained_backbone.log",
     benchmark:
@@ -32,8 +32,8 @@ rule backbone:
         source=backbone_unpacked(),
         code=code("model.backbone"),
     output:
-        pb=f"{BACKBONE}/backbone.pb",
-        info=f"{BACKBONE}/backbone.json",
+        pb=LAYOUT.backbone_pb(),
+        info=LAYOUT.backbone_json(),
     log:
         f"{LOGS}/backbone.log",
     benchmark:
@@ -66,15 +66,15 @@ rule backbone:
 rule backbone_ir:
     """A backbone as OpenVINO IR at one precision (INT8: NNCF, calibrated on training images)."""
     input:
-        pb=f"{RESULTS}/{{root}}/backbone.pb",
-        info=f"{RESULTS}/{{root}}/backbone.json",
+        pb=LAYOUT.backbone_pb("{root}"),
+        info=LAYOUT.backbone_json("{root}"),
         train_tfrecords=lambda wildcards: (
             tfrecord_shards("train") if wildcards.precision == "INT8" else []
         ),
         code=code("model.backbone_ir"),
     output:
-        xml=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.xml",
-        bin=f"{RESULTS}/{{root}}/ir/{{precision}}/backbone.bin",
+        xml=LAYOUT.backbone_ir("{root}", "{precision}", "xml"),
+        bin=LAYOUT.backbone_ir("{root}", "{precision}", "bin"),
     log:
         f"{LOGS}/{{root}}/backbone_ir_{{precision}}.log",
     benchmark:
@@ -96,12 +96,18 @@ rule backbone_ir:
 rule bottleneck_shard:
     """Features of one TFRecord shard: plain, one test-time view, or augmented copies."""
     input:
-        tfrecord=f"{DATA}/tfrecords/{{split}}-{{shard}}-of-{{num_shards}}.tfrecord",
-        info=f"{RESULTS}/{{root}}/backbone.json",
+        tfrecord=LAYOUT.tfrecord("{split}", "{shard}", "{num_shards}"),
+        info=LAYOUT.backbone_json("{root}"),
         model=engine_files,
         code=code("model.bottlenecks"),
     output:
-        f"{RESULTS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.npz",
+        LAYOUT.feature_shard(
+            "{root}",
+            "{variant}",
+            "{engine}",
+            "{kind}",
+            layout_shard_name("{split}", "{shard}", "{num_shards}"),
+        ),
     log:
         f"{LOGS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}-{{shard}}-of-{{num_shards}}.log",
     benchmark:
@@ -132,13 +138,18 @@ rule gather_bottlenecks:
     """All features of one split in one file, in shard order."""
     input:
         shards=lambda wildcards: [
-            f"{RESULTS}/{wildcards.root}/features/{wildcards.variant}/{wildcards.engine}/{wildcards.kind}/"
-            f"{shard_name(wildcards.split, shard)}.npz"
+            LAYOUT.feature_shard(
+                wildcards.root,
+                wildcards.variant,
+                wildcards.engine,
+                wildcards.kind,
+                shard_name(wildcards.split, shard),
+            )
             for shard in range(shard_count(wildcards.split))
         ],
         code=code("model.bottlenecks"),
     output:
-        f"{RESULTS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/{{split}}.npz",
+        LAYOUT.features("{root}", "{variant}", "{engine}", "{kind}", "{split}"),
     log:
         f"{LOGS}/{{root}}/features/{{variant}}/{{engine}}/{{kind}}/gather_{{split}}.log",
     benchmark:
@@ -170,15 +181,15 @@ rule retrain:
         test_views=lambda wildcards: view_features(
             wildcards.experiment, "test", root="backbone"
         ),
-        labels=f"{DATA}/labels.json",
-        info=f"{BACKBONE}/backbone.json",
+        labels=LAYOUT.labels(),
+        info=LAYOUT.backbone_json(),
         code=code("model.retrain"),
     output:
-        head=f"{RESULTS}/{{experiment}}/model/head.npz",
-        history=f"{RESULTS}/{{experiment}}/model/history.csv",
-        tensorboard=directory(f"{RESULTS}/{{experiment}}/model/tensorboard"),
-        metrics=f"{RESULTS}/{{experiment}}/model/metrics.json",
-        predictions=f"{RESULTS}/{{experiment}}/model/test_predictions.npz",
+        head=LAYOUT.head("{experiment}"),
+        history=LAYOUT.history("{experiment}"),
+        tensorboard=directory(LAYOUT.tensorboard("{experiment}")),
+        metrics=LAYOUT.metrics("{experiment}"),
+        predictions=LAYOUT.test_predictions("{experiment}"),
     log:
         f"{LOGS}/{{experiment}}/retrain.log",
     benchmark:
@@ -206,17 +217,17 @@ rule retrain:
 rule finetune:
     """Train the top of the backbone with the head on augmented images (TF-Slim trainable scopes)."""
     input:
-        pb=f"{BACKBONE}/backbone.pb",
-        info=f"{BACKBONE}/backbone.json",
-        head=f"{RESULTS}/{{experiment}}/model/head.npz",
+        pb=LAYOUT.backbone_pb(),
+        info=LAYOUT.backbone_json(),
+        head=LAYOUT.head("{experiment}"),
         train_tfrecords=tfrecord_shards("train"),
         validation_tfrecords=tfrecord_shards("validation"),
         code=code("model.finetune"),
     output:
-        pb=f"{RESULTS}/{{experiment}}/finetune/backbone.pb",
-        info=f"{RESULTS}/{{experiment}}/finetune/backbone.json",
-        head=f"{RESULTS}/{{experiment}}/finetune/head.npz",
-        history=f"{RESULTS}/{{experiment}}/finetune/history.csv",
+        pb=LAYOUT.finetuned("{experiment}", "backbone.pb"),
+        info=LAYOUT.finetuned("{experiment}", "backbone.json"),
+        head=LAYOUT.finetuned("{experiment}", "head.npz"),
+        history=LAYOUT.finetuned("{experiment}", "history.csv"),
     log:
         f"{LOGS}/{{experiment}}/finetune.log",
     benchmark:
@@ -245,9 +256,9 @@ rule finetune:
 rule score_finetune:
     """Validation and test metrics of a fine-tuned model, on its own backbone's cached features."""
     input:
-        head=f"{RESULTS}/{{experiment}}/finetune/head.npz",
-        history=f"{RESULTS}/{{experiment}}/finetune/history.csv",
-        info=f"{RESULTS}/{{experiment}}/finetune/backbone.json",
+        head=LAYOUT.finetuned("{experiment}", "head.npz"),
+        history=LAYOUT.finetuned("{experiment}", "history.csv"),
+        info=LAYOUT.finetuned("{experiment}", "backbone.json"),
         train=lambda wildcards: features(wildcards.experiment, "train"),
         validation=lambda wildcards: features(wildcards.experiment, "validation"),
         validation_views=lambda wildcards: view_features(
@@ -255,11 +266,11 @@ rule score_finetune:
         ),
         test=lambda wildcards: features(wildcards.experiment, "test"),
         test_views=lambda wildcards: view_features(wildcards.experiment, "test"),
-        labels=f"{DATA}/labels.json",
+        labels=LAYOUT.labels(),
         code=code("model.retrain"),
     output:
-        metrics=f"{RESULTS}/{{experiment}}/finetune/metrics.json",
-        predictions=f"{RESULTS}/{{experiment}}/finetune/test_predictions.npz",
+        metrics=LAYOUT.finetuned("{experiment}", "metrics.json"),
+        predictions=LAYOUT.finetuned("{experiment}", "test_predictions.npz"),
     log:
         f"{LOGS}/{{experiment}}/score_finetune.log",
     benchmark:
@@ -288,7 +299,7 @@ checkpoint select:
         metrics=[final_metrics(experiment) for experiment in EXPERIMENTS],
         code=code("model.select"),
     output:
-        selected=f"{RESULTS}/selected.json",
+        selected=LAYOUT.selected(),
     log:
         f"{LOGS}/select.log",
     benchmark:
@@ -312,10 +323,10 @@ checkpoint select:
 rule freeze:
     """One frozen .pb (image -> views -> backbone -> head -> softmax), checked on real test images."""
     input:
-        pb=lambda wildcards: f"{RESULTS}/{backbone_root(wildcards.experiment)}/backbone.pb",
-        info=lambda wildcards: f"{RESULTS}/{backbone_root(wildcards.experiment)}/backbone.json",
-        head=lambda wildcards: f"{model_dir(wildcards.experiment)}/head.npz",
-        labels=f"{DATA}/labels.json",
+        pb=lambda wildcards: LAYOUT.backbone_pb(backbone_root(wildcards.experiment)),
+        info=lambda wildcards: LAYOUT.backbone_json(backbone_root(wildcards.experiment)),
+        head=lambda wildcards: final_model(wildcards.experiment, "head.npz"),
+        labels=LAYOUT.labels(),
         test_tfrecords=tfrecord_shards("test"),
         # The frozen graph computes float32 features: its check compares with those.
         test_features=lambda wildcards: features(
@@ -326,10 +337,10 @@ rule freeze:
         ),
         code=code("model.freeze"),
     output:
-        pb=f"{RESULTS}/{{experiment}}/model/frozen_model.pb",
-        info=f"{RESULTS}/{{experiment}}/model/model.json",
-        labels=f"{RESULTS}/{{experiment}}/model/labels.json",
-        check=f"{RESULTS}/{{experiment}}/model/freeze_check.json",
+        pb=LAYOUT.frozen_model("{experiment}"),
+        info=LAYOUT.model_json("{experiment}"),
+        labels=LAYOUT.model_labels("{experiment}"),
+        check=LAYOUT.freeze_check("{experiment}"),
     log:
         f"{LOGS}/{{experiment}}/freeze.log",
     benchmark:

@@ -6,12 +6,12 @@
 rule report_data:
     """Images per class and split, rejects and duplicates."""
     input:
-        structure=f"{DATA}/structure_summary.json",
-        split=f"{DATA}/split_summary.json",
+        structure=LAYOUT.structure_summary(),
+        split=LAYOUT.split_summary(),
         code=code("report"),
     output:
         report(
-            f"{REPORT}/data_summary.csv",
+            LAYOUT.report("data_summary.csv"),
             caption="../report/data_summary.rst",
             category="Data",
         ),
@@ -33,7 +33,7 @@ rule report_data:
 rule report_training:
     """Training curves, confusion matrices and per-class metrics of one experiment."""
     input:
-        history=lambda wildcards: f"{model_dir(wildcards.experiment)}/history.csv",
+        history=lambda wildcards: final_model(wildcards.experiment, "history.csv"),
         metrics=lambda wildcards: final_metrics(wildcards.experiment),
         code=code("report"),
     output:
@@ -65,8 +65,8 @@ rule report_deployment:
     """IR accuracy and agreement per precision, and the benchmark table and chart."""
     input:
         evaluations=lambda wildcards: evaluations(wildcards.experiment),
-        benchmarks=f"{RESULTS}/{{experiment}}/benchmarks/benchmarks.json",
-        benchmarks_csv=f"{RESULTS}/{{experiment}}/benchmarks/benchmarks.csv",
+        benchmarks=LAYOUT.benchmarks("{experiment}", "json"),
+        benchmarks_csv=LAYOUT.benchmarks("{experiment}", "csv"),
         code=code("report"),
     output:
         ir=experiment_report("ir_accuracy.csv", "ir_accuracy.rst", "Deployment"),
@@ -93,11 +93,11 @@ rule report_experiments:
     """One table comparing every experiment."""
     input:
         metrics=[final_metrics(experiment) for experiment in EXPERIMENTS],
-        selected=f"{RESULTS}/selected.json",
+        selected=LAYOUT.selected(),
         code=code("report"),
     output:
         report(
-            f"{REPORT}/experiments.csv",
+            LAYOUT.report("experiments.csv"),
             caption="../report/experiments.rst",
             category="Experiments",
         ),
@@ -122,7 +122,9 @@ rule report_experiments:
 rule report_gallery:
     """The misclassified test images of one experiment, beside its confusion matrices."""
     input:
-        predictions=lambda wildcards: f"{model_dir(wildcards.experiment)}/test_predictions.npz",
+        predictions=lambda wildcards: final_model(
+            wildcards.experiment, "test_predictions.npz"
+        ),
         description=lambda wildcards: final_metrics(wildcards.experiment),
         tfrecords=tfrecord_shards("test"),
         code=code("report"),
