@@ -18,7 +18,7 @@ import shutil
 
 import numpy as np
 
-from scripts.core import atomic, formats, images, records
+from scripts.core import atomic, decode, formats, records
 from scripts.core.contract import note_suffix, read_description
 from scripts.core.errors import PipelineError, run_cli
 
@@ -236,7 +236,7 @@ def thumbnails(tfrecord_paths, hashes):
     wanted, found = set(hashes), {}
     for example in records.read_examples(tfrecord_paths):
         if example["sha256"] in wanted and example["sha256"] not in found:
-            image = images.decode_rgb(example["encoded"])
+            image = decode.decode_rgb(example["encoded"])
             image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
             found[example["sha256"]] = image
             if len(found) == len(wanted):

@@ -1,14 +1,15 @@
-"""The model contract: how a model is fed, and the note every artifact of an untrained backbone carries.
+"""A model's description beside it, and the note every artifact of an untrained backbone carries.
 
-backbone.json (the cut backbone), model.json (the frozen model) and ir.json (an
-OpenVINO IR) each hold a ``preprocessing`` contract (scripts/core/images.py), the
-labels where there are classes, and ``untrained_backbone`` / ``note``.
+backbone.json (the cut backbone), model.json (the frozen model, scripts/core/model_contract.py)
+and ir.json (an OpenVINO IR) each hold a ``preprocessing`` contract (scripts/core/images.py),
+the labels where there are classes, and ``untrained_backbone`` / ``note``. This module does
+not depend on the preprocessing, so the stages that only carry the note (the backbone, the
+heads) do not rerun when the preprocessing code changes.
 """
 import os
 
 from scripts.core import atomic
 from scripts.core.errors import PipelineError
-from scripts.core.images import preprocessing_contract
 
 UNTRAINED_NOTE = "untrained backbone"
 
@@ -28,21 +29,3 @@ def read_description(path):
     if not os.path.isfile(path):
         raise PipelineError(f"{path}: missing (the model's description, written beside it)")
     return atomic.read_json(path)
-
-
-def model_contract(info, labels, central_fraction, resize, views, hidden_units):
-    """model.json: how to feed the frozen model and what it returns."""
-    return {
-        "schema_version": 2,
-        "input_node": "input",
-        "output_node": "final_result",
-        "output": "float32 [N, classes] softmax probabilities, classes in `labels` order",
-        "preprocessing": preprocessing_contract(info["input_size"], info["input_range"],
-                                                       central_fraction, resize),
-        "test_time_views": list(views),
-        "labels": labels,
-        "backbone": info,
-        "hidden_units": hidden_units,
-        "untrained_backbone": info["untrained"],
-        "note": info["note"],
-    }

@@ -22,9 +22,10 @@ import argparse
 from scripts.core import atomic, formats, images, tfcompat
 from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities, sample_check
-from scripts.core.contract import model_contract, note_suffix
+from scripts.core.contract import note_suffix
 from scripts.core.errors import run_cli
 from scripts.core.inference import GraphModel, load_graph_def
+from scripts.core.model_contract import model_contract
 
 INPUT_NODE = "input"
 OUTPUT_NODE = "final_result"
