@@ -99,8 +99,9 @@ def data_line(results):
     splits = results.json("data", "split_summary.json")
     if not splits:
         return None
-    counts = {split: sum(splits.get(split, {}).values()) for split in ("train", "validation", "test")}
-    classes = sorted({name for split in splits.values() for name in split})
+    names = ("train", "validation", "test")
+    counts = {split: sum(splits.get(split, {}).values()) for split in names}
+    classes = sorted({name for split in names for name in splits.get(split, {})})
     line = (f"Data: {sum(counts.values())} images in {len(classes)} classes (train {counts['train']}, "
             f"validation {counts['validation']}, test {counts['test']})")
     structure = results.json("data", "structure_summary.json")
