@@ -78,9 +78,6 @@ def sampled_examples(tfrecord_paths, count, seed):
                            key=lambda example: sample_key(seed, example["sha256"]))
 
 
-ALIGNED = tuple(name for name in TRANSFORMS if "cropped" not in name and name != "combined")
-
-
 def copy_examples(examples, descriptors):
     """Each example itself, then each of its copies, as examples the model loop reads;
     their pixel descriptors are appended to ``descriptors`` in the same order."""

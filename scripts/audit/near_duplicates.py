@@ -5,16 +5,19 @@ Two similarities, each a cosine, each with a threshold chosen from data:
     features  the cached backbone features minus the training mean (pooled ReLU features
               are all positive, so their raw cosine is near 1 for any two cell images)
     pixels    the tiny-image descriptor (scripts/audit/pixels.py): near 1 for re-encoded,
-              resized and recoloured copies, blind to crops
+              resized, recoloured and centrally cropped copies, blind to off-centre crops
 
 A validation or test image is a near-duplicate when its nearest training image by either
 similarity reaches that similarity's threshold. Thresholds come from known copies of a
 sample of training images (scripts/audit/copies.py): the ``quantile`` (e.g. 0.05: 95% of
 the copies would be caught) of their similarity to their originals (for pixels, of the
-copies that keep the pixels in place), but never below the ``distinct_quantile`` of the
-similarities of pairs known to be distinct images (each training image and its nearest
-training image of another class), so that the audit does not flag the ordinary
-closeness of one cell image to another. near_duplicates.json records both distributions, which bound
+copies other than the off-centre crop), but never below the ``distinct_quantile`` of the
+similarities of distinct images, so that the audit does not flag the ordinary closeness
+of one cell image to another. Distinct images are, for the features, each training
+image and its nearest other training image (the features of two cells of one class are
+close, and that closeness must not count); for the pixels, each training image and its
+nearest training image of another class (pairs known to be different pictures: the
+data's own near-copies within a class would otherwise raise the floor to 1). near_duplicates.json records both distributions, which bound
 decided, and how many copies the threshold catches.
 
     python -m scripts.audit.near_duplicates --train T --validation V --test T --copies C \
@@ -35,8 +38,9 @@ SIGNALS = ("features", "pixels")
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 CHUNK = 1024  # query rows per similarity block (memory: CHUNK x training images)
 ORIGINAL = "original"  # as scripts/audit/copies.py names the originals
-ALIGNED = ("jpeg_q75", "jpeg_q40", "resized_0.5", "resized_0.7_jpeg_q85", "brighter_1.1",
-           "recoloured_saturation_0.85")  # scripts/audit/copies.py's copies without a crop
+# scripts/audit/copies.py's copies the pixel descriptor is meant to catch: all but the off-centre crop.
+ALIGNED = ("jpeg_q75", "jpeg_q40", "resized_0.5", "resized_0.7_jpeg_q85", "cropped_central_0.9", "brighter_1.1",
+           "recoloured_saturation_0.85", "combined")
 
 
 def unit_rows(vectors, mean=None):
@@ -47,12 +51,17 @@ def unit_rows(vectors, mean=None):
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
-def nearest(query, reference, exclude_self=False):
-    """(index, cosine) of each query row's nearest reference row (unit rows)."""
+def cosine(query, reference):
+    """[Q, R] cosines of unit rows."""
+    return query @ reference.T
+
+
+def nearest(query, reference, exclude_self=False, similarity=cosine):
+    """(index, similarity) of each query row's nearest reference row."""
     indices = np.zeros(len(query), np.int64)
     similarities = np.full(len(query), -np.inf)
     for start in range(0, len(query), CHUNK):
-        block = query[start:start + CHUNK] @ reference.T
+        block = similarity(query[start:start + CHUNK], reference)
         if exclude_self:
             rows = np.arange(len(block))
             block[rows, start + rows] = -np.inf
@@ -61,25 +70,26 @@ def nearest(query, reference, exclude_self=False):
     return indices, similarities
 
 
-def nearest_other_class(unit, labels):
-    """Each row's cosine to its nearest row of another class: pairs known to be distinct images."""
+def nearest_other_class(unit, labels, similarity=cosine):
+    """Each row's similarity to its nearest row of another class: pairs known to be distinct images."""
     labels = np.asarray(labels)
     similarities = np.full(len(unit), -np.inf)
     for start in range(0, len(unit), CHUNK):
-        block = unit[start:start + CHUNK] @ unit.T
+        block = similarity(unit[start:start + CHUNK], unit)
         block[labels[start:start + CHUNK, None] == labels[None, :]] = -np.inf
         similarities[start:start + CHUNK] = block.max(axis=1)
     return similarities[np.isfinite(similarities)]
 
 
-def copy_similarities(names, hashes, unit):
-    """{transform: cosine of each copy to its original}."""
+def copy_similarities(names, hashes, unit, similarity=cosine):
+    """{transform: similarity of each copy to its original}."""
     originals = {hashes[row]: unit[row] for row in np.flatnonzero(names == ORIGINAL)}
     if not originals:
         raise PipelineError("the copies file holds no originals")
     found = {}
     for row in np.flatnonzero(names != ORIGINAL):
-        found.setdefault(str(names[row]), []).append(float(unit[row] @ originals[hashes[row]]))
+        found.setdefault(str(names[row]), []).append(float(similarity(unit[row:row + 1],
+                                                                         originals[hashes[row]][None])[0, 0]))
     return {name: np.asarray(values) for name, values in found.items()}
 
 
@@ -120,26 +130,30 @@ def pixel_descriptors(tfrecord_paths, wanted):
 class Signal:
     """One similarity: unit rows per split, the copies' similarities, distinct neighbours, threshold."""
 
-    def __init__(self, name, splits, train_labels, copies_unit, copy_names, copy_hashes, transforms):
-        self.name = name
+    def __init__(self, name, splits, train_labels, copies_unit, copy_names, copy_hashes, transforms, distinct,
+                 similarity=cosine):
+        self.name, self.similarity = name, similarity
         self.splits = splits  # {split: unit rows}
-        copies = copy_similarities(copy_names, copy_hashes, copies_unit)
+        copies = copy_similarities(copy_names, copy_hashes, copies_unit, similarity)
         self.copies = {transform: values for transform, values in copies.items() if transform in transforms}
         self.all_copies = np.concatenate(list(self.copies.values()))
-        self.distinct = nearest_other_class(splits["train"], train_labels)
-        _, self.same_split = nearest(splits["train"], splits["train"], exclude_self=True)
+        self.other_class = nearest_other_class(splits["train"], train_labels, similarity)
+        _, self.other_train = nearest(splits["train"], splits["train"], exclude_self=True, similarity=similarity)
+        self.distinct_reference = distinct
+        self.distinct = self.other_class if distinct == "train_to_train_of_another_class" else self.other_train
 
     def set_threshold(self, quantile, distinct_quantile):
         self.threshold, self.method = choose_threshold(self.all_copies, self.distinct, quantile, distinct_quantile)
 
     def summary(self, nearest_by_split):
         return {"threshold": self.threshold, "threshold_method": self.method,
+                "distinct_reference": self.distinct_reference,
                 "copies": {"all_used": distribution(self.all_copies),
                            **{name: distribution(values) for name, values in self.copies.items()},
                            "caught_at_threshold": float((self.all_copies >= self.threshold).mean())},
                 "distinct_nearest_neighbours": {
-                    "train_to_train_of_another_class": distribution(self.distinct),
-                    "train_to_other_train": distribution(self.same_split),
+                    "train_to_train_of_another_class": distribution(self.other_class),
+                    "train_to_other_train": distribution(self.other_train),
                     **{f"{split_name}_to_train": distribution(values) for split_name, values in nearest_by_split.items()}}}
 
 
@@ -147,15 +161,16 @@ def build_signals(data, copies, descriptors):
     mean = np.asarray(data["train"]["features"], np.float64).mean(axis=0)
     names, hashes = np.asarray(copies["filenames"]).astype(str), np.asarray(copies["sha256"]).astype(str)
     feature_splits = {name: unit_rows(split["features"], mean) for name, split in data.items()}
-    pixel_splits = {name: unit_rows(np.asarray([descriptors[str(sha)] for sha in split["sha256"]],
-                                               np.float64).reshape(len(split["sha256"]), -1))
+    width = (len(pixels.CROPS), pixels.SIZE * pixels.SIZE)
+    pixel_splits = {name: pixels.unit(np.asarray([descriptors[str(sha)] for sha in split["sha256"]],
+                                                 np.float64).reshape(len(split["sha256"]), *width))
                     for name, split in data.items()}
     all_transforms = set(names) - {ORIGINAL}
     labels = data["train"]["labels"]
     return {"features": Signal("features", feature_splits, labels, unit_rows(copies["features"], mean), names,
-                               hashes, all_transforms),
-            "pixels": Signal("pixels", pixel_splits, labels, unit_rows(copies["pixels"]), names, hashes,
-                             set(ALIGNED))}
+                               hashes, all_transforms, "train_to_other_train"),
+            "pixels": Signal("pixels", pixel_splits, labels, pixels.unit(copies["pixels"]), names, hashes,
+                             set(ALIGNED), "train_to_train_of_another_class", pixels.similarity)}
 
 
 def find(data, signals, paths, labels):
@@ -166,15 +181,17 @@ def find(data, signals, paths, labels):
             if not len(data[split_name]["labels"]):
                 nearest_by_signal[name][split_name] = np.zeros(0)
                 continue
-            indices, similarities = nearest(signal.splits[split_name], signal.splits["train"])
+            indices, similarities = nearest(signal.splits[split_name], signal.splits["train"],
+                                            similarity=signal.similarity)
             nearest_by_signal[name][split_name] = similarities
             for row in np.flatnonzero(similarities >= signal.threshold):
                 pairs.setdefault((split_name, int(row), int(indices[row])), []).append(name)
     rows = []
     for (split_name, row, train_row), found_by in pairs.items():
         image, train = data[split_name], data["train"]
-        feature = float(signals["features"].splits[split_name][row] @ signals["features"].splits["train"][train_row])
-        pixel = float(signals["pixels"].splits[split_name][row] @ signals["pixels"].splits["train"][train_row])
+        feature, pixel = (float(signal.similarity(signal.splits[split_name][row:row + 1],
+                                                  signal.splits["train"][train_row:train_row + 1])[0, 0])
+                          for signal in (signals["features"], signals["pixels"]))
         sha, train_sha = str(image["sha256"][row]), str(train["sha256"][train_row])
         rows.append((split_name, paths.get(sha, str(image["filenames"][row])), labels[image["labels"][row]],
                      paths.get(train_sha, str(train["filenames"][train_row])), labels[train["labels"][train_row]],
