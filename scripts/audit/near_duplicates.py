@@ -101,7 +101,8 @@ def distribution(values):
             **{f"q{quantile:g}": float(np.quantile(values, quantile)) for quantile in QUANTILES}}
 
 
-def choose_threshold(copy_values, distinct_values, quantile, distinct_quantile):
+def choose_threshold(copy_values, distinct_values, quantile, distinct_quantile,
+                     distinct_name="train_to_train_of_another_class"):
     """max(the copies' ``quantile``, the distinct neighbours' ``distinct_quantile``), and which decided."""
     for key, value in (("audit.threshold_quantile", quantile), ("audit.distinct_quantile", distinct_quantile)):
         if not 0 <= value <= 1:
@@ -110,8 +111,8 @@ def choose_threshold(copy_values, distinct_values, quantile, distinct_quantile):
     floor = float(np.quantile(distinct_values, distinct_quantile))
     if from_copies >= floor:
         return from_copies, f"quantile {quantile:g} of the copies' similarity to their originals"
-    return floor, (f"quantile {distinct_quantile:g} of the similarity of each training image to its nearest "
-                   f"training image of another class (above the copies' quantile {quantile:g}, {from_copies:.4f})")
+    return floor, (f"quantile {distinct_quantile:g} of the distinct pairs' similarity ({distinct_name}), above "
+                   f"the copies' quantile {quantile:g} ({from_copies:.4f})")
 
 
 def pixel_descriptors(tfrecord_paths, wanted):
@@ -143,7 +144,8 @@ class Signal:
         self.distinct = self.other_class if distinct == "train_to_train_of_another_class" else self.other_train
 
     def set_threshold(self, quantile, distinct_quantile):
-        self.threshold, self.method = choose_threshold(self.all_copies, self.distinct, quantile, distinct_quantile)
+        self.threshold, self.method = choose_threshold(self.all_copies, self.distinct, quantile, distinct_quantile,
+                                                       self.distinct_reference)
 
     def summary(self, nearest_by_split):
         return {"threshold": self.threshold, "threshold_method": self.method,
