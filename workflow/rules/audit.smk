@@ -1,32 +1,5 @@
 # Audit stages (docs/audit.md): near-duplicates across splits (leakage) and suspected
 # label errors, from the base preprocessing's cached features of the shared backbone.
-AUDIT = f"{RESULTS}/audit"
-AUDIT_VARIANT = variant_name(config["preprocess"])
-
-
-def audit_features(split):
-    return f"{features_dir('backbone', AUDIT_VARIANT, training_engine(), 'plain')}/{split}.npz"
-
-
-def audit_model():
-    """The backbone that computed the audited features: backbone.pb, or its IR (xml, bin)."""
-    engine = training_engine()
-    if engine == "tensorflow":
-        return [f"{BACKBONE}/backbone.pb"]
-    return [f"{BACKBONE}/ir/{engine}/backbone.{ext}" for ext in ("xml", "bin")]
-
-
-def audit_targets():
-    if not config["audit"]["enabled"]:
-        return []
-    return [
-        f"{AUDIT}/near_duplicates.csv",
-        f"{AUDIT}/label_issues.csv",
-        f"{REPORT}/near_duplicates.png",
-        f"{REPORT}/label_issues.png",
-    ]
-
-
 rule audit_copies:
     """Features of re-encoded, resized, cropped and recoloured copies of sampled training images."""
     input:
