@@ -134,7 +134,7 @@ def test_thresholds_come_from_the_copies_and_the_distinct_pairs(leakage):
 def test_choose_threshold_names_the_bound_that_decided():
     copies_values, distinct = np.linspace(0.5, 1.0, 101), np.linspace(0.0, 0.9, 101)
     assert near_duplicates.choose_threshold(copies_values, distinct, 0.05, 0.99)[0] == pytest.approx(0.891)
-    assert "another class" in near_duplicates.choose_threshold(copies_values, distinct, 0.05, 0.99)[1]
+    assert "distinct pairs" in near_duplicates.choose_threshold(copies_values, distinct, 0.05, 0.99)[1]
     value, method = near_duplicates.choose_threshold(copies_values, distinct, 0.5, 0.5)
     assert value == pytest.approx(0.75) and "copies" in method
     with pytest.raises(Exception, match="audit.threshold_quantile"):
