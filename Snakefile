@@ -40,6 +40,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/audit.smk"
 
 
 # One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run
@@ -59,6 +60,7 @@ rule all:
         console_report_targets(),
         deployed_targets,
         report_targets,
+        audit_targets(),
 
 
 # Up to the evaluated IRs of the deployed experiment(s), without benchmarks and report:

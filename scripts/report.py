@@ -9,6 +9,9 @@
         [--selected selected.json]
     python -m scripts.report gallery --predictions P --tfrecords T... --description metrics.json \
         --output-figure G.png --output-table G.csv
+    python -m scripts.report near-duplicates --table near_duplicates.csv --summary near_duplicates.json \
+        --tfrecords T... --output N.png
+    python -m scripts.report label-issues --table label_issues.csv --tfrecords T... --shown 24 --output L.png
 
 Every figure made from an untrained backbone says so in its title.
 """
@@ -302,6 +305,84 @@ def gallery(predictions_npz, tfrecord_paths, description_json, outputs, experime
                         for index, true, predicted, confidence in rows])
 
 
+# ------------------------------------------------------------------ audit (docs/audit.md)
+AUDIT_PAIRS_SHOWN = 6
+
+
+def near_duplicates_figure(table_csv, summary_json, tfrecord_paths, path):
+    """Per similarity, the copies' and distinct neighbours' distributions with the threshold;
+    below, the most alike flagged pairs side by side."""
+    summary, rows = atomic.read_json(summary_json), _read_csv(table_csv)
+    shown_rows = rows[:AUDIT_PAIRS_SHOWN]
+    pictures = thumbnails(tfrecord_paths, [row[key] for row in shown_rows for key in ("sha256", "train_sha256")])
+    plt = pyplot()
+    lines = 1 + len(shown_rows)
+    figure = plt.figure(figsize=(10, 3.2 + 2.2 * len(shown_rows)))
+    grid = figure.add_gridspec(lines, 2, height_ratios=[1.4] + [1] * len(shown_rows))
+    for column, (name, signal) in enumerate(summary["signals"].items()):
+        axis = figure.add_subplot(grid[0, column])
+        keys = [("copies", signal["copies"]["all_used"]),
+                ("distinct (other class)", signal["distinct_nearest_neighbours"]["train_to_train_of_another_class"]),
+                ("train to other train", signal["distinct_nearest_neighbours"]["train_to_other_train"]),
+                *((f"{split} to train", signal["distinct_nearest_neighbours"].get(f"{split}_to_train", {}))
+                  for split in ("validation", "test"))]
+        for position, (label, values) in enumerate(keys):
+            if values.get("n"):
+                axis.plot([values["q0.05"], values["q0.95"]], [position] * 2, color="tab:blue", linewidth=6)
+                axis.plot([values["q0"], values["q1"]], [position] * 2, color="tab:blue", linewidth=1)
+                axis.plot(values["q0.5"], position, "o", color="black")
+        axis.axvline(signal["threshold"], color="darkred", linestyle="--")
+        axis.set_yticks(range(len(keys)), [label for label, _ in keys])
+        axis.set(xlabel="cosine similarity (box 5-95%, line min-max, dot median)",
+                 title=f"{name}: threshold {signal['threshold']:.3f}")
+    for line, row in enumerate(shown_rows, 1):
+        for column, (key, split) in enumerate((("sha256", row["split"]), ("train_sha256", "train"))):
+            axis = figure.add_subplot(grid[line, column])
+            axis.axis("off")
+            picture = pictures.get(row[key])
+            if picture is not None:
+                axis.imshow(np.asarray(picture))
+            name = row["path"] if column == 0 else row["train_path"]
+            axis.set_title(f"{split}: {_wrap(name.rsplit('/', 1)[-1], 40)}\nfeatures {row['feature_similarity']}, "
+                           f"pixels {row['pixel_similarity']}", fontsize=8)
+    counts = summary["near_duplicates"]
+    figure.suptitle(f"{summary['near_duplicate_images']} validation/test images near-duplicate a training image "
+                    f"(validation {counts['validation']}, test {counts['test']} pairs)")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def label_issues_gallery(table_csv, tfrecord_paths, shown, path):
+    """The top suspects: thumbnail, given and likely label, self-confidence."""
+    rows = _read_csv(table_csv)[:shown]
+    pictures = thumbnails(tfrecord_paths, [row["sha256"] for row in rows if row["sha256"]])
+    plt = pyplot()
+    if not rows:
+        figure, axis = plt.subplots(figsize=(6, 1.6))
+        axis.axis("off")
+        axis.text(0.5, 0.5, "No images to rank.", ha="center", va="center")
+        save_figure(figure, path)
+        return
+    columns = min(GALLERY_COLUMNS, len(rows))
+    lines = -(-len(rows) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(2.3 * columns, 2.75 * lines + 0.6), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, row in zip(axes.flat, rows):
+        picture = pictures.get(row["sha256"])
+        if picture is None:
+            axis.text(0.5, 0.5, _wrap(row["path"].rsplit("/", 1)[-1]), ha="center", va="center", fontsize=8)
+        else:
+            axis.imshow(np.asarray(picture))
+        axis.set_title(f"#{row['rank']} given: {_wrap(row['given_label'])}\nlikely: {_wrap(row['likely_label'])}\n"
+                       f"p(given) {float(row['self_confidence']):.0%}", fontsize=8,
+                       color="darkred" if row["issue"] == "1" else "black")
+    figure.suptitle(f"The {len(rows)} images whose given label is least likely out of fold "
+                    "(red: flagged by confident learning)")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
 TRAINING_OUTPUTS = ("curves", "confusion_validation", "confusion_test", "per_class")
 DEPLOYMENT_OUTPUTS = ("ir_table", "chart", "table")
 GALLERY_OUTPUTS = ("figure", "table")
@@ -343,8 +424,22 @@ def main(argv=None):
     wrong.add_argument("--experiment", default="", help="its name, for the title")
     for name in GALLERY_OUTPUTS:
         wrong.add_argument(f"--output-{name}", required=True)
+    duplicates = commands.add_parser("near-duplicates", help="the leakage audit's distributions and pairs")
+    duplicates.add_argument("--table", required=True, help="near_duplicates.csv")
+    duplicates.add_argument("--summary", required=True, help="near_duplicates.json")
+    duplicates.add_argument("--tfrecords", nargs="+", required=True, help="every split's TFRecord shards")
+    duplicates.add_argument("--output", required=True)
+    suspects = commands.add_parser("label-issues", help="the top suspected label errors")
+    suspects.add_argument("--table", required=True, help="label_issues.csv")
+    suspects.add_argument("--tfrecords", nargs="+", required=True, help="the train and validation TFRecord shards")
+    suspects.add_argument("--shown", type=int, required=True, help="images shown (audit.label_issues_shown)")
+    suspects.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    if args.command == "data":
+    if args.command == "near-duplicates":
+        near_duplicates_figure(args.table, args.summary, args.tfrecords, args.output)
+    elif args.command == "label-issues":
+        label_issues_gallery(args.table, args.tfrecords, args.shown, args.output)
+    elif args.command == "data":
         data_summary(args.structure_summary, args.split_summary, args.output)
     elif args.command == "training":
         training(args.history, args.metrics, outputs_of(args, TRAINING_OUTPUTS))

@@ -99,14 +99,35 @@ def data_line(results):
     splits = results.json("data", "split_summary.json")
     if not splits:
         return None
-    counts = {split: sum(splits.get(split, {}).values()) for split in ("train", "validation", "test")}
-    classes = sorted({name for split in splits.values() for name in split})
+    names = ("train", "validation", "test")
+    counts = {split: sum(splits.get(split, {}).values()) for split in names}
+    classes = sorted({name for split in names for name in splits.get(split, {})})
     line = (f"Data: {sum(counts.values())} images in {len(classes)} classes (train {counts['train']}, "
             f"validation {counts['validation']}, test {counts['test']})")
+    if splits.get("group_by") == "group_regex":
+        groups = splits.get("groups", {})
+        line += (f"; groups whole per split (train {groups.get('train', 0)}, validation {groups.get('validation', 0)}, "
+                 f"test {groups.get('test', 0)})")
     structure = results.json("data", "structure_summary.json")
     if structure:
         line += f"; {structure.get('rejects', 0)} rejected, {structure.get('duplicates', 0)} duplicates dropped"
     return line
+
+
+def audit_line(results, display):
+    """Near-duplicates across splits and suspected label errors (results/audit/), or None."""
+    duplicates = results.json("audit", "near_duplicates.json")
+    issues = results.json("audit", "label_issues.json")
+    parts = []
+    if duplicates:
+        counts = duplicates.get("near_duplicates", {})
+        parts.append(f"{duplicates.get('near_duplicate_images', 0)} validation/test images near-duplicate a training "
+                     f"image (validation {counts.get('validation', 0)}, test {counts.get('test', 0)}; "
+                     f"{display(results.path('audit', 'near_duplicates.csv'))})")
+    if issues:
+        parts.append(f"{issues.get('issues', 0)} of {issues.get('images', 0)} train/validation labels suspect "
+                     f"({display(results.path('audit', 'label_issues.csv'))})")
+    return "Audit: " + "; ".join(parts) if parts else None
 
 
 def experiment_rows(results, experiments, metrics_by_experiment, selected):
@@ -175,6 +196,9 @@ def summary_text(experiments, results="results", current=None, report_command=No
     data = data_line(results)
     if data:
         lines.append(data)
+    audit = audit_line(results, display)
+    if audit:
+        lines.append(audit)
     rows = experiment_rows(results, experiments, metrics_by_experiment, selected)
     if rows:
         lines += [""] * bool(lines) + ["Accuracy of the retrained model per experiment:",

@@ -130,6 +130,9 @@ def semantic_errors(config, schema):
     if split["validation"] + split["test"] >= 1:
         lines.append("config key split: validation + test must be below 1, leaving images to train on "
                      f"(got {split['validation']} + {split['test']})")
+    if split.get("predefined") and split.get("stratify"):
+        lines.append("config key split.stratify: the data's own folders decide with split.predefined; "
+                     "set one of them to false")
     dataset = config["dataset"]
     if dataset["layout"] == "filename" and not dataset.get("filename_regex"):
         lines.append("config key dataset.filename_regex: required when dataset.layout is 'filename'")

@@ -496,3 +496,31 @@ def current_outputs():
         return {str(path) for job in workflow.dag.jobs for path in job.output}
     except AttributeError:  # Snakemake's DAG is not a public API
         return None
+
+
+# ------------------------------------------------------------------ audit (branch `split`, issue 24: workflow/rules/audit.smk)
+AUDIT = f"{RESULTS}/audit"
+AUDIT_VARIANT = variant_name(config["preprocess"])
+
+
+def audit_features(split):
+    return f"{features_dir('backbone', AUDIT_VARIANT, training_engine(), 'plain')}/{split}.npz"
+
+
+def audit_model():
+    """The backbone that computed the audited features: backbone.pb, or its IR (xml, bin)."""
+    engine = training_engine()
+    if engine == "tensorflow":
+        return [f"{BACKBONE}/backbone.pb"]
+    return [f"{BACKBONE}/ir/{engine}/backbone.{ext}" for ext in ("xml", "bin")]
+
+
+def audit_targets():
+    if not config["audit"]["enabled"]:
+        return []
+    return [
+        f"{AUDIT}/near_duplicates.csv",
+        f"{AUDIT}/label_issues.csv",
+        f"{REPORT}/near_duplicates.png",
+        f"{REPORT}/label_issues.png",
+    ]

@@ -125,7 +125,7 @@ rule structure:
 
 
 rule split:
-    """Train/validation/test by a hash of each image's content; manifest and labels."""
+    """Train/validation/test by a hash of each image's group (its content, or split.group_regex); manifest and labels."""
     input:
         index=LAYOUT.index(),
         code=code("data.split"),
@@ -147,11 +147,17 @@ rule split:
         validation=config["split"]["validation"],
         test=config["split"]["test"],
         salt=config["split"]["salt"],
+        raw=raw_tree(),
+        group_regex=config["split"]["group_regex"] or "",
+        stratify="--stratify" if config["split"]["stratify"] else "",
+        predefined="--predefined" if config["split"]["predefined"] else "",
+        layout=config["dataset"]["layout"],
     shell:
         "python -m scripts.data.split --index {input.index:q} --manifest {output.manifest:q}"
         " --labels {output.labels:q} --summary {output.summary:q}"
         " --validation {params.validation} --test {params.test} --salt={params.salt:q}"
-        " > {log} 2>&1"
+        " --raw {params.raw:q} --group-regex={params.group_regex:q} {params.stratify} {params.predefined}"
+        " --layout {params.layout} > {log} 2>&1"
 
 
 rule tfrecord_shard:

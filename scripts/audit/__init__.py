@@ -1,0 +1,1 @@
+"""Audit stages: near-duplicates across splits (leakage) and suspected label errors."""
