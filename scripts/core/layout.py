@@ -177,6 +177,10 @@ class Layout:
     def benchmarks(self, experiment, extension="json"):
         return posixpath.join(self.benchmarks_dir(experiment), f"benchmarks.{extension}")
 
+    # ------------------------------------------------------------ audits of the data (leakage, labels)
+    def audit(self, name):
+        return self.path("audit", name)
+
     # ------------------------------------------------------------ report
     def report(self, name):
         """A run-wide report table, e.g. data_summary.csv."""

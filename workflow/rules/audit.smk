@@ -4,11 +4,11 @@ rule audit_copies:
     """Features of re-encoded, resized, cropped and recoloured copies of sampled training images."""
     input:
         tfrecords=tfrecord_shards("train"),
-        info=f"{BACKBONE}/backbone.json",
+        info=LAYOUT.backbone_json(),
         model=audit_model(),
         code=code("audit.copies"),
     output:
-        f"{AUDIT}/copies.npz",
+        LAYOUT.audit("copies.npz"),
     log:
         f"{LOGS}/audit_copies.log",
     benchmark:
@@ -38,18 +38,18 @@ rule audit_near_duplicates:
         train=audit_features("train"),
         validation=audit_features("validation"),
         test=audit_features("test"),
-        copies=f"{AUDIT}/copies.npz",
+        copies=LAYOUT.audit("copies.npz"),
         tfrecords=all_tfrecords(),
-        manifest=f"{DATA}/manifest.tsv",
-        labels=f"{DATA}/labels.json",
+        manifest=LAYOUT.manifest(),
+        labels=LAYOUT.labels(),
         code=code("audit.near_duplicates"),
     output:
         table=report(
-            f"{AUDIT}/near_duplicates.csv",
+            LAYOUT.audit("near_duplicates.csv"),
             caption="../report/near_duplicates.rst",
             category="Audit",
         ),
-        summary=f"{AUDIT}/near_duplicates.json",
+        summary=LAYOUT.audit("near_duplicates.json"),
     log:
         f"{LOGS}/audit_near_duplicates.log",
     benchmark:
@@ -77,16 +77,16 @@ rule audit_label_issues:
     input:
         train=audit_features("train"),
         validation=audit_features("validation"),
-        manifest=f"{DATA}/manifest.tsv",
-        labels=f"{DATA}/labels.json",
+        manifest=LAYOUT.manifest(),
+        labels=LAYOUT.labels(),
         code=code("audit.label_issues"),
     output:
         table=report(
-            f"{AUDIT}/label_issues.csv",
+            LAYOUT.audit("label_issues.csv"),
             caption="../report/label_issues.rst",
             category="Audit",
         ),
-        summary=f"{AUDIT}/label_issues.json",
+        summary=LAYOUT.audit("label_issues.json"),
     log:
         f"{LOGS}/audit_label_issues.log",
     benchmark:
@@ -111,13 +111,13 @@ rule audit_label_issues:
 rule report_near_duplicates:
     """The similarity distributions with their thresholds, and the closest flagged pairs."""
     input:
-        table=f"{AUDIT}/near_duplicates.csv",
-        summary=f"{AUDIT}/near_duplicates.json",
+        table=LAYOUT.audit("near_duplicates.csv"),
+        summary=LAYOUT.audit("near_duplicates.json"),
         tfrecords=all_tfrecords(),
         code=code("report"),
     output:
         report(
-            f"{REPORT}/near_duplicates.png",
+            LAYOUT.report("near_duplicates.png"),
             caption="../report/near_duplicates.rst",
             category="Audit",
         ),
@@ -139,12 +139,12 @@ rule report_near_duplicates:
 rule report_label_issues:
     """The top suspected label errors with their given and likely labels."""
     input:
-        table=f"{AUDIT}/label_issues.csv",
+        table=LAYOUT.audit("label_issues.csv"),
         tfrecords=tfrecord_shards("train") + tfrecord_shards("validation"),
         code=code("report"),
     output:
         report(
-            f"{REPORT}/label_issues.png",
+            LAYOUT.report("label_issues.png"),
             caption="../report/label_issues.rst",
             category="Audit",
         ),

@@ -498,29 +498,28 @@ def current_outputs():
         return None
 
 
-# ------------------------------------------------------------------ audit (branch `split`, issue 24: workflow/rules/audit.smk)
-AUDIT = f"{RESULTS}/audit"
+# ------------------------------------------------------------------ audit (workflow/rules/audit.smk)
 AUDIT_VARIANT = variant_name(config["preprocess"])
 
 
 def audit_features(split):
-    return f"{features_dir('backbone', AUDIT_VARIANT, training_engine(), 'plain')}/{split}.npz"
+    return LAYOUT.features("backbone", AUDIT_VARIANT, training_engine(), "plain", split)
 
 
 def audit_model():
     """The backbone that computed the audited features: backbone.pb, or its IR (xml, bin)."""
     engine = training_engine()
     if engine == "tensorflow":
-        return [f"{BACKBONE}/backbone.pb"]
-    return [f"{BACKBONE}/ir/{engine}/backbone.{ext}" for ext in ("xml", "bin")]
+        return [LAYOUT.backbone_pb()]
+    return [LAYOUT.backbone_ir("backbone", engine, ext) for ext in ("xml", "bin")]
 
 
 def audit_targets():
     if not config["audit"]["enabled"]:
         return []
     return [
-        f"{AUDIT}/near_duplicates.csv",
-        f"{AUDIT}/label_issues.csv",
-        f"{REPORT}/near_duplicates.png",
-        f"{REPORT}/label_issues.png",
+        LAYOUT.audit("near_duplicates.csv"),
+        LAYOUT.audit("label_issues.csv"),
+        LAYOUT.report("near_duplicates.png"),
+        LAYOUT.report("label_issues.png"),
     ]
