@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from scripts.core import images, records, tfcompat
+from scripts.core import images, model_check, records, tfcompat
 from scripts.core.errors import PipelineError
 from scripts.core.progress import Progress
 
@@ -24,15 +24,8 @@ _DONE = object()
 
 # ------------------------------------------------------------------ TensorFlow
 def load_graph_def(path):
-    """A GraphDef from a binary .pb file, or one line saying it is not one."""
-    tf = tfcompat.tf_v1()
-    graph_def = tf.GraphDef()
-    try:
-        with open(path, "rb") as handle:
-            graph_def.ParseFromString(handle.read())
-    except Exception as error:  # protobuf raises its own DecodeError
-        raise PipelineError(f"{path}: not a frozen TensorFlow GraphDef ({error})") from None
-    return graph_def
+    """A GraphDef from a binary .pb file, checked before anything runs it (scripts/core/model_check.py)."""
+    return model_check.load_graph_def(path, tfcompat.tf_v1().GraphDef)
 
 
 def tensor_name(name):
@@ -101,6 +94,7 @@ def single_image_model(core, ir_xml):
     and dynamic shapes (MobileNet's INT8 features differ by up to 4%); deployed IRs are
     static, so features computed this way are the ones they compute.
     """
+    model_check.check_ir(ir_xml)
     model = core.read_model(ir_xml)
     shape = model.input(0).get_partial_shape()
     if shape.is_dynamic:
