@@ -16,7 +16,6 @@ import threading
 import numpy as np
 
 from scripts.core import images, model_check, records, tfcompat
-from scripts.core.errors import PipelineError
 from scripts.core.progress import Progress
 
 _DONE = object()

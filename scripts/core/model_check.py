@@ -50,7 +50,7 @@ MAX_CHECKPOINT_SHARDS = 1000
 # large as its inputs and attributes make it (the sized ops below are checked further).
 ALLOWED_OPS = frozenset("""
 Const Placeholder PlaceholderWithDefault Identity IdentityN StopGradient PreventGradient Snapshot NoOp
-CheckNumerics EnsureShape
+EnsureShape
 Conv2D Conv3D DepthwiseConv2dNative Conv2DBackpropInput MatMul BatchMatMul BatchMatMulV2 BatchMatMulV3 Einsum
 BiasAdd BiasAddV1 FusedBatchNorm FusedBatchNormV2 FusedBatchNormV3 LRN
 MaxPool MaxPoolV2 MaxPool3D AvgPool AvgPool3D
