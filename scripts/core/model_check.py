@@ -278,7 +278,7 @@ def check_sized(source, node, where, nodes):
 
 
 # ------------------------------------------------------------------ OpenVINO IR
-# Operation types of a converted image network (OpenVINO opsets 1-16). Stateless and free
+# Operation types of a converted image network (OpenVINO opsets 1-19). Stateless and free
 # of sub-graphs: ReadValue/Assign (state), Loop, TensorIterator and If (bodies) are refused,
 # as is any type of an extension or of an unknown opset.
 ALLOWED_IR_TYPES = frozenset("""
