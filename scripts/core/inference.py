@@ -10,6 +10,7 @@ the current one runs, and at most two batches are in flight, so memory follows t
 size, not the shard.
 """
 import concurrent.futures
+import os
 import queue
 import threading
 
@@ -59,6 +60,8 @@ def compile_ir(core, ir_xml, device, performance_hint, threads=None):
 
     (The CPU plugin would otherwise run float parts in bf16 where the processor has it.)
     """
+    if isinstance(ir_xml, (str, os.PathLike)):  # a file: checked before OpenVINO reads it
+        model_check.check_ir(os.fspath(ir_xml))
     config = {"PERFORMANCE_HINT": performance_hint}
     if device.split(".")[0] == "CPU":
         config["INFERENCE_PRECISION_HINT"] = "f32"
