@@ -580,3 +580,40 @@ def test_predict_streams_rows_to_its_outputs(small_ir, tmp_path, monkeypatch):
     assert report["images"] == 41 and report["unreadable"] == 1 and report["labels"] == ["red", "green", "blue"]
     assert [entry["label"] for entry in report["predictions"][:3]] == ["red", "green", "red"]
     assert report["predictions"][-1]["error"].startswith("cannot read the image")
+
+
+def test_the_ir_converter_refuses_the_hostile_graph_before_openvino_reads_it(hostile_model, tmp_path):
+    from scripts.model import backbone_ir
+    atomic.write_json(tmp_path / "backbone.json", {"input_size": 8})
+    with pytest.raises(PipelineError, match=r"refusing node 'WriteFile' \(op 'WriteFile'\)"):
+        backbone_ir.convert(str(hostile_model / "model" / "frozen_model.pb"), str(tmp_path / "backbone.json"), "FP32",
+                            str(tmp_path / "backbone.xml"))
+    assert not (hostile_model / "sentinel.txt").exists()
+    assert os.listdir(tmp_path) == ["backbone.json"]
+
+
+def peak_rss_of_predict(model, folder, tmp_path):
+    """Peak resident memory (MB) of a predict process over ``folder``, writing --csv and --json."""
+    code = ("import resource, runpy, sys\n"
+            f"sys.argv = [{os.path.join(REPO, 'scripts', 'predict.py')!r}] + sys.argv[1:]\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "finally:\n    print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code, "--model", str(model), "--csv", str(tmp_path / "o.csv"),
+                             "--json", str(tmp_path / "o.json"), str(folder)], capture_output=True, text=True,
+                            check=False, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return float(result.stderr.strip().splitlines()[-1].split()[1])
+
+
+@pytest.mark.slow
+def test_predict_memory_does_not_grow_with_the_number_of_images(small_ir, tmp_path):
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for count in (200, 2000):
+        folder = tmp_path / f"images{count}"
+        folder.mkdir()
+        for number in range(count):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{number:05d}.png")
+        peaks[count] = peak_rss_of_predict(small_ir / "model.xml", folder, tmp_path)
+    print(f"peak RSS of predict: {peaks}")
+    assert peaks[2000] - peaks[200] < 3  # MB; ten times the images (before streaming: +6 MB)
