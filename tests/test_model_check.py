@@ -617,3 +617,28 @@ def test_predict_memory_does_not_grow_with_the_number_of_images(small_ir, tmp_pa
         peaks[count] = peak_rss_of_predict(small_ir / "model.xml", folder, tmp_path)
     print(f"peak RSS of predict: {peaks}")
     assert peaks[2000] - peaks[200] < 3  # MB; ten times the images (before streaming: +6 MB)
+
+
+def test_small_constants_that_broadcast_to_a_huge_tensor_are_refused_before_any_session(tmp_path):
+    from scripts.core import inference, tfcompat
+    tf = tfcompat.tf_v1()
+    graph = tf.Graph()
+    with graph.as_default():
+        pixels = tf.placeholder(tf.float32, [None, 8, 8, 3], name="input")
+        column, row = tf.constant(np.zeros((100_000, 1), np.float32)), tf.constant(np.zeros((1, 100_000), np.float32))
+        outer = tf.add(column, row, name="outer")  # 400 kB each; 40 GB together
+        tf.nn.softmax(tf.reduce_mean(pixels, axis=[1, 2]) + tf.reduce_sum(outer), name="final_result")
+    path = tmp_path / "model.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(PipelineError, match=r"model.pb: refusing node 'outer' \(op 'AddV2'\): its output of shape "
+                                            r"\[100000, 100000\] holds more than"):
+        inference.GraphModel(str(path), "input", "final_result")
+
+
+def test_an_ir_port_of_a_huge_static_shape_is_refused(small_ir, tmp_path):
+    text = (small_ir / "model.xml").read_text()
+    edited = text.replace("<dim>8</dim>", "<dim>800000</dim>", 2)
+    assert edited != text
+    with pytest.raises(PipelineError, match=r"refusing layer 'input' \(type 'Parameter', version 'opset1'\): a port of "
+                                            r"shape \[1, 800000, 800000, 3\]"):
+        model_check.check_ir(str(copy_ir(small_ir, tmp_path / "ir", edited)))

@@ -42,6 +42,7 @@ class GraphModel:
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.import_graph_def(graph_def, name="")
+        model_check.check_tensor_sizes(self.graph, graph if isinstance(graph, str) else "the graph")
         self.session = tf.Session(graph=self.graph, config=tf.ConfigProto(
             intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1))
         self.input = self.graph.get_tensor_by_name(tensor_name(input_tensor))

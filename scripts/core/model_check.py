@@ -277,6 +277,24 @@ def check_sized(source, node, where, nodes):
                                     "(or negative)")
 
 
+def check_tensor_sizes(graph, source):
+    """Refuse a graph (a tf.Graph, imported, not run) where a tensor's static shape exceeds the cap.
+
+    Constants small enough to pass can still multiply out when broadcast ([100000, 1] +
+    [1, 100000]) or multiplied as an outer product; TensorFlow's shape inference, done at
+    import, knows every such shape. An unknown dimension (the batch) counts as 1.
+    """
+    for operation in graph.get_operations():
+        for output in operation.outputs:
+            if output.shape.rank is None:
+                continue
+            elements = math.prod(1 if dim is None else max(dim, 0) for dim in output.shape.as_list())
+            if elements > MAX_TENSOR_ELEMENTS:
+                raise PipelineError(f"{source}: refusing node {shown(operation.name)} (op {shown(operation.type)}): "
+                                    f"its output of shape {output.shape.as_list()} holds more than "
+                                    f"{MAX_TENSOR_ELEMENTS} elements per image")
+
+
 # ------------------------------------------------------------------ OpenVINO IR
 # Operation types of a converted image network (OpenVINO opsets 1-19). Stateless and free
 # of sub-graphs: ReadValue/Assign (state), Loop, TensorIterator and If (bodies) are refused,
@@ -345,6 +363,14 @@ def check_ir_layer(xml_path, bin_path, bin_size, layer):
                             "in a standard OpenVINO opset")
     if layer.find("body") is not None or layer.find("then_body") is not None:
         raise PipelineError(f"{xml_path}: refusing {name}: it holds a sub-graph")
+    for port in layer.iter("port"):
+        try:
+            dims = [max(int(dim.text), 1) for dim in port.iter("dim")]  # -1 (dynamic) counts as 1
+        except (TypeError, ValueError):
+            continue  # a symbolic or ranged dimension: no static size
+        if math.prod(dims) > MAX_TENSOR_ELEMENTS:
+            raise PipelineError(f"{xml_path}: refusing {name}: a port of shape {dims} holds more than "
+                                f"{MAX_TENSOR_ELEMENTS} elements")
     if kind not in ("Const", "Constant"):
         return
     data = layer.find("data")
