@@ -11,6 +11,9 @@ labels and the preprocessing contract; every image goes through the same preproc
 in training (scripts/core/images.py). A ``.pb`` runs on TensorFlow (CPU); an IR on any
 OpenVINO device (``--device CPU``, ``GPU``, ``NPU``, ``AUTO``). Folders are searched for
 images recursively. An image that cannot be read gets an error row and the others go on.
+The model file is checked before anything runs it (scripts/core/model_check.py), and the
+description must be this model's (its input size, one label per output). Images are read
+one batch ahead and each row is written as it comes, so a folder of any size streams.
 
 Printed: one line per image, ``path<TAB>label probability  label probability ...``.
 ``--csv``: path, rank, label, probability, error (one row per label shown, or one error row).
@@ -104,10 +107,12 @@ def load_description(path, description_name):
 
 
 def check_description_matches(model_path, description_path, description, input_shape, output_width):
-    """The description beside a model must be this model's: its input size and number of labels."""
+    """The description beside a model must be this model's: its input size and number of labels.
+
+    ``input_shape`` is [] when the model does not say; an unknown dimension is None or -1.
+    """
     size, labels = description["preprocessing"]["input_size"], description["labels"]
-    spatial = [dim for dim in input_shape[1:3]]
-    if len(input_shape) != 4 or any(dim not in (None, -1, size) for dim in spatial):
+    if input_shape and (len(input_shape) != 4 or any(dim not in (None, -1, size) for dim in input_shape[1:3])):
         raise PipelineError(f"{description_path}: describes another model: it says {size}x{size} input images, "
                             f"{model_path} takes {list(input_shape)}")
     if output_width is not None and output_width != len(labels):
