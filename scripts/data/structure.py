@@ -66,6 +66,8 @@ JPEG_EXTENSIONS = (".jpg", ".jpeg")
 EXIF_ORIENTATION = 0x0112
 CHUNKSIZE = 16
 UNSAFE_FORMATS = ("EPS",)  # Pillow decodes EPS by running Ghostscript on the file
+# Formats Pillow only recognises (no decoder without a plugin): their files (.h5, .grib, ...) are no images here.
+STUB_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
 DEFAULT_MAX_IMAGE_BYTES = 100_000_000  # as dataset.max_image_bytes in config.yaml
 FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a link to a folder, not followed"}
@@ -377,9 +379,9 @@ def meant_as_image(relative_path, decoded):
 
 @functools.cache
 def image_extensions():
-    """Every file extension Pillow knows an image format for (.jpg, .png, .tif, .webp, ...)."""
-    Image.init()
-    return frozenset(Image.registered_extensions())
+    """The file extensions of the formats Pillow reads here (.jpg, .png, .tif, .webp, ...; not .pdf or .eps)."""
+    formats = set(safe_formats()) - STUB_FORMATS
+    return frozenset(extension for extension, name in Image.registered_extensions().items() if name in formats)
 
 
 def has_image_extension(path):
