@@ -642,3 +642,31 @@ def test_an_ir_port_of_a_huge_static_shape_is_refused(small_ir, tmp_path):
     with pytest.raises(PipelineError, match=r"refusing layer 'input' \(type 'Parameter', version 'opset1'\): a port of "
                                             r"shape \[1, 800000, 800000, 3\]"):
         model_check.check_ir(str(copy_ir(small_ir, tmp_path / "ir", edited)))
+
+
+def test_predict_never_opens_the_file_a_hostile_graph_reads(hostile_model, tmp_path):
+    """The graph's output depends on ReadFile of a FIFO: had anything opened it, predict would hang."""
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "model").mkdir()
+    script = f"""
+import sys
+sys.path.insert(0, {REPO!r})
+import numpy as np
+from scripts.core import atomic, tfcompat
+tf = tfcompat.tf_v1()
+graph = tf.Graph()
+with graph.as_default():
+    pixels = tf.placeholder(tf.float32, [None, 8, 8, 3], name="input")
+    secret = tf.strings.length(tf.io.read_file({str(fifo)!r}))
+    mean = tf.reduce_mean(pixels, axis=[1, 2]) + tf.cast(secret, tf.float32) * 0.0
+    tf.nn.softmax(tf.matmul(mean, tf.constant(np.eye(3, dtype=np.float32))), name="final_result")
+atomic.write_bytes("model/frozen_model.pb", graph.as_graph_def().SerializeToString())
+"""
+    built = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    (tmp_path / "model" / "model.json").write_text((hostile_model / "model" / "model.json").read_text())
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "predict.py"), "--model",
+                             str(tmp_path / "model" / "frozen_model.pb"), str(hostile_model / "red.png")],
+                            cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120)
+    assert "refusing node 'ReadFile' (op 'ReadFile'): reads, writes or lists files" in one_error_line(result)
