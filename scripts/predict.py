@@ -11,12 +11,19 @@ labels and the preprocessing contract; every image goes through the same preproc
 in training (scripts/core/images.py). A ``.pb`` runs on TensorFlow (CPU); an IR on any
 OpenVINO device (``--device CPU``, ``GPU``, ``NPU``, ``AUTO``). Folders are searched for
 images recursively. An image that cannot be read gets an error row and the others go on.
+The model file is checked before anything runs it (scripts/core/model_check.py), and the
+description must be this model's (its input size, one label per output). Images are read
+one batch ahead and each row is written as it comes, so a folder of any size streams.
 
 Printed: one line per image, ``path<TAB>label probability  label probability ...``.
 ``--csv``: path, rank, label, probability, error (one row per label shown, or one error row).
 ``--json``: the model, its note, the labels, and per image its top labels or its error.
 """
 import argparse
+import contextlib
+import csv
+import itertools
+import json
 import os
 import sys
 
@@ -40,21 +47,27 @@ BATCH_SIZE = 16
 
 
 def image_paths(inputs):
-    """The image files named, and those found (recursively, sorted) in named folders."""
-    paths = []
+    """The image files named, and those found (recursively, sorted) in named folders, lazily.
+
+    A folder is listed one subfolder at a time, so that thousands of images stream.
+    """
     for item in inputs:
-        if os.path.isdir(item):
-            for folder, dirs, files in os.walk(item):
-                dirs.sort()
-                paths += [os.path.join(folder, name) for name in sorted(files)
-                          if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")]
-        elif os.path.isfile(item):
-            paths.append(item)
-        else:
+        if not (os.path.isdir(item) or os.path.isfile(item)):
             raise PipelineError(f"{item}: no such file or folder")
-    if not paths:
+    found = False
+    for item in inputs:
+        if os.path.isfile(item):
+            found = True
+            yield item
+            continue
+        for folder, dirs, files in os.walk(item):
+            dirs.sort()
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                    found = True
+                    yield os.path.join(folder, name)
+    if not found:
         raise PipelineError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(inputs)}")
-    return paths
 
 
 # ------------------------------------------------------------------ the model
@@ -77,24 +90,74 @@ def check_device(device):
                             f"{', '.join(available)}")
 
 
+def load_description(path, description_name):
+    """The model's description beside it, checked enough to be used: one line if it is not."""
+    description_path = os.path.join(os.path.dirname(os.path.abspath(path)), description_name)
+    try:
+        description = read_description(description_path)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{description_path}: not the model's JSON description ({error})") from None
+    labels = description.get("labels") if isinstance(description, dict) else None
+    contract = description.get("preprocessing") if isinstance(description, dict) else None
+    if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
+        raise PipelineError(f"{description_path}: no list of labels (is it the description of this model?)")
+    if not (isinstance(contract, dict) and isinstance(contract.get("input_size"), int)):
+        raise PipelineError(f"{description_path}: no preprocessing contract (is it the description of this model?)")
+    return description_path, description
+
+
+def check_description_matches(model_path, description_path, description, input_shape, output_width):
+    """The description beside a model must be this model's: its input size and number of labels.
+
+    ``input_shape`` is [] when the model does not say; an unknown dimension is None or -1.
+    """
+    size, labels = description["preprocessing"]["input_size"], description["labels"]
+    if input_shape and (len(input_shape) != 4 or any(dim not in (None, -1, size) for dim in input_shape[1:3])):
+        raise PipelineError(f"{description_path}: describes another model: it says {size}x{size} input images, "
+                            f"{model_path} takes {list(input_shape)}")
+    if output_width is not None and output_width != len(labels):
+        raise PipelineError(f"{description_path}: describes another model: {len(labels)} labels, "
+                            f"{model_path} gives {output_width} outputs")
+
+
+def load_graph(path, description_path, description, threads):
+    input_node = description.get("input_node", "input")
+    output_node = description.get("output_node", "final_result")
+    try:
+        model = inference.GraphModel(path, input_node, output_node, threads)
+    except KeyError:  # the graph has no such tensor
+        raise PipelineError(f"{description_path}: describes another model: {path} has no tensor "
+                            f"{inference.tensor_name(input_node)!r} or {inference.tensor_name(output_node)!r}") from None
+    shape = model.input.shape.as_list() if model.input.shape.rank is not None else []
+    width = model.output.shape[-1] if model.output.shape.rank else None
+    check_description_matches(path, description_path, description, shape, width)
+    return model
+
+
+def load_ir(path, description_path, description, threads, device):
+    check_device(device)
+    try:
+        model = inference.IrModel(path, threads, device)
+    except RuntimeError as error:  # OpenVINO's own message is many lines
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineError(f"--model {path}: OpenVINO cannot load it on {device} ({first})") from None
+    shape = [None if dim.is_dynamic else dim.get_length() for dim in model.compiled.input(0).get_partial_shape()]
+    output = model.compiled.output(0).get_partial_shape()
+    width = None if output.rank.is_dynamic or output[-1].is_dynamic else output[-1].get_length()
+    check_description_matches(path, description_path, description, shape, width)
+    return model
+
+
 def load_model(path, device="CPU", threads=1):
     """(model, description): a callable pixels [N, S, S, 3] -> probabilities [N, classes]."""
     description_name, kind = model_kind(path)
-    description = read_description(os.path.join(os.path.dirname(os.path.abspath(path)), description_name))
+    description_path, description = load_description(path, description_name)
     if kind == "frozen_graph":
         if device != "CPU":
             raise PipelineError(f"--device {device}: a frozen .pb runs on TensorFlow's CPU; "
                                 "give an OpenVINO IR (.xml) to use another device")
-        model = inference.GraphModel(path, description.get("input_node", "input"),
-                                     description.get("output_node", "final_result"), threads)
-    else:
-        check_device(device)
-        try:
-            model = inference.IrModel(path, threads, device)
-        except RuntimeError as error:  # OpenVINO's own message is many lines
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise PipelineError(f"--model {path}: OpenVINO cannot load it on {device} ({first})") from None
-    return model, description
+        return load_graph(path, description_path, description, threads), description
+    return load_ir(path, description_path, description, threads, device), description
 
 
 # ------------------------------------------------------------------ predicting
@@ -104,12 +167,17 @@ def top_k(probabilities, labels, k):
 
 
 def _chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+    """Lists of up to ``size`` items of any iterable, taken as they are needed."""
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
-    """Yield one dict per image, in order: path, top [(label, probability)], error (or None)."""
+    """Yield one dict per image, in order: path, top [(label, probability)], error (or None).
+
+    ``paths`` may be any iterable; it is read one batch ahead, so only a batch of images is in memory.
+    """
     contract, labels = description["preprocessing"], description["labels"]
     for chunk in _chunks(paths, batch_size):
         results, pixels, readable = [], [], []
@@ -128,32 +196,68 @@ def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
 
 
 # ------------------------------------------------------------------ output
-def write_csv(path, results):
-    rows = []
-    for result in results:
-        if result["error"]:
-            rows.append([result["path"], "", "", "", result["error"]])
-        rows += [[result["path"], rank, label, f"{probability:.6f}", ""]
-                 for rank, (label, probability) in enumerate(result["top"], start=1)]
-    atomic.write_table(path, ["path", "rank", "label", "probability", "error"], rows)
+CSV_HEADER = ["path", "rank", "label", "probability", "error"]
 
 
-def write_json(path, model_path, kind, device, description, results):
-    atomic.write_json(path, {
+def csv_rows(result):
+    if result["error"]:
+        return [[result["path"], "", "", "", result["error"]]]
+    return [[result["path"], rank, label, f"{probability:.6f}", ""]
+            for rank, (label, probability) in enumerate(result["top"], start=1)]
+
+
+def json_entry(result):
+    return {"path": result["path"], "label": result["top"][0][0] if result["top"] else None,
+            "top": [{"label": label, "probability": probability} for label, probability in result["top"]],
+            "error": result["error"]}
+
+
+class Outputs:
+    """The --csv and --json files, written row by row as results come (each renamed into place at the end)."""
+
+    def __init__(self, stack, csv_path, json_path, header):
+        self.csv = self.json = None
+        self.first = True
+        if csv_path:
+            handle = stack.enter_context(open(stack.enter_context(atomic.atomic_path(csv_path)), "w", newline="",
+                                              encoding="utf-8"))
+            self.csv = csv.writer(handle, delimiter="," if csv_path.lower().endswith(".csv") else "\t",
+                                  lineterminator="\n")
+            self.csv.writerow(CSV_HEADER)
+        if json_path:
+            self.json = stack.enter_context(open(stack.enter_context(atomic.atomic_path(json_path)), "w",
+                                                 encoding="utf-8"))
+            self.json.write(json.dumps(header, indent=2, sort_keys=True)[:-2] + ',\n  "predictions": [')
+
+    def add(self, result):
+        if self.csv:
+            self.csv.writerows(csv_rows(result))
+        if self.json:
+            self.json.write(("\n    " if self.first else ",\n    ") + json.dumps(json_entry(result), sort_keys=True))
+        self.first = False
+
+    def finish(self, images, unreadable):
+        if self.json:
+            self.json.write(f"\n  ],\n  \"images\": {images},\n  \"unreadable\": {unreadable}\n}}\n")
+
+
+def json_header(model_path, kind, device, description):
+    return {
         "model": os.path.abspath(model_path),
         "model_kind": kind,
         "device": device if kind == "openvino_ir" else "tensorflow CPU",
         "precision": description.get("precision"),
         "note": description.get("note", ""),
         "labels": description["labels"],
-        "images": len(results),
-        "unreadable": sum(1 for result in results if result["error"]),
-        "predictions": [{"path": result["path"],
-                         "label": result["top"][0][0] if result["top"] else None,
-                         "top": [{"label": label, "probability": probability}
-                                 for label, probability in result["top"]],
-                         "error": result["error"]} for result in results],
-    })
+    }
+
+
+def print_result(result):
+    if result["error"]:
+        print(f"{result['path']}\terror: {result['error']}", flush=True)
+    else:
+        print(f"{result['path']}\t" + "  ".join(f"{label} {probability:.4f}"
+                                                for label, probability in result["top"]), flush=True)
 
 
 def main(argv=None):
@@ -173,27 +277,24 @@ def main(argv=None):
     if args.top_k < 1:
         raise PipelineError(f"--top-k {args.top_k}: must be at least 1")
     paths = image_paths(args.inputs)
+    first = next(paths)  # a missing input or no image at all: one line before the model is loaded
     model, description = load_model(args.model, args.device, args.threads)
     if description.get("note"):
         print(f"note: {description['note']}: this model's predictions say nothing about the method",
               file=sys.stderr)
-    results = []
-    for result in predict(model, description, paths, args.top_k):
-        results.append(result)
-        if result["error"]:
-            print(f"{result['path']}\terror: {result['error']}", flush=True)
-        else:
-            print(f"{result['path']}\t" + "  ".join(f"{label} {probability:.4f}"
-                                                     for label, probability in result["top"]), flush=True)
-    if args.csv:
-        write_csv(args.csv, results)
-    if args.json:
-        write_json(args.json, args.model, model_kind(args.model)[1], args.device, description, results)
-    unreadable = sum(1 for result in results if result["error"])
-    print(f"{len(results) - unreadable} of {len(results)} images classified{note_suffix(description.get('note'))}"
+    images = unreadable = 0
+    header = json_header(args.model, model_kind(args.model)[1], args.device, description)
+    with contextlib.ExitStack() as stack:
+        outputs = Outputs(stack, args.csv, args.json, header)
+        for result in predict(model, description, itertools.chain([first], paths), args.top_k):
+            images, unreadable = images + 1, unreadable + bool(result["error"])
+            print_result(result)
+            outputs.add(result)
+        outputs.finish(images, unreadable)
+    print(f"{images - unreadable} of {images} images classified{note_suffix(description.get('note'))}"
           + (f"; {unreadable} unreadable" if unreadable else ""), file=sys.stderr)
-    if unreadable == len(results):
-        raise PipelineError(f"none of the {len(results)} images could be read")
+    if unreadable == images:
+        raise PipelineError(f"none of the {images} images could be read")
 
 
 if __name__ == "__main__":

@@ -626,3 +626,94 @@ def test_real_data_all_taleqani(tmp_path, shared_data):
 
     merged = run(tmp_path / "merged", raw=raw, threads=2, class_map={"Benign": "healthy", "Early|Pre|Pro": "ALL"})
     assert merged.summary["classes"] == {"ALL": 2712, "healthy": 504}
+
+
+# ---------------------------------------------------------------- issue 26: no class lost without a word
+
+HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>Access denied</title></head><body>Log in</body></html>\n"
+
+
+def test_a_class_of_html_pages_named_jpg_stops_the_run_naming_class_folder_and_reason(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    for number in range(12):  # a failed scrape: every "image" is the site's login page
+        write(f"{raw}/scraped/img{number:02d}.jpg", HTML_PAGE)
+    with pytest.raises(PipelineError) as caught:
+        run(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("class 'scraped' has no usable image: all 12 of its files were rejected "
+                              f"({structure.NOT_AN_IMAGE}: 12; see ")
+    assert f"folder '{raw / 'scraped'}'" in message
+    assert not os.path.exists(tmp_path / "index.tsv")
+
+
+def test_html_pages_without_an_image_name_still_count_as_the_class_s_images(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    write(f"{raw}/c/download?id=1", HTML_PAGE)
+    write(f"{raw}/c/download?id=2", b"\xef\xbb\xbf  <html><body>quota exceeded</body></html>")
+    with pytest.raises(PipelineError, match=r"class 'c' has no usable image: all 2 of its files were rejected "
+                                            rf"\({structure.NOT_AN_IMAGE}: 2; see "):
+        run(tmp_path)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda path, jpeg: write(path, b""), structure.EMPTY),
+    (lambda path, jpeg: write(path, b"just text\n"), structure.NOT_AN_IMAGE),
+    (lambda path, jpeg: write(path, jpeg[:100]), structure.CORRUPT),
+    (lambda path, jpeg: os.mkfifo(path), structure.NOT_REGULAR),
+    (lambda path, jpeg: os.symlink("/etc/passwd", path), structure.OUTSIDE_LINK),
+    (lambda path, jpeg: write(path, jpeg + b"\0" * 5000), structure.TOO_LARGE),
+])
+def test_a_class_whose_files_were_all_rejected_stops_the_run_for_every_reason(tmp_path, make, reason):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    os.makedirs(raw / "c")
+    jpeg = read(f"{raw}/a/a1.jpg")
+    for number in range(3):
+        make(str(raw / "c" / f"c{number}.jpg"), jpeg)
+    with pytest.raises(PipelineError) as caught:
+        run(tmp_path, max_image_bytes=4000)
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith(f"class 'c' has no usable image: all 3 of its files were rejected ({reason}: 3;")
+
+
+def test_mixed_reasons_are_counted_and_copies_of_other_classes_named(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    write(f"{raw}/c/page.jpg", HTML_PAGE)
+    write(f"{raw}/c/empty.png", b"")
+    write(f"{raw}/c/copy.jpg", read(f"{raw}/a/a1.jpg"))
+    with pytest.raises(PipelineError) as caught:
+        run(tmp_path)
+    message = str(caught.value)
+    assert message.startswith("class 'c' has no usable image: 2 of its 3 files were rejected (")
+    assert f"{structure.NOT_AN_IMAGE}: 1" in message and f"{structure.EMPTY}: 1" in message
+    assert "1 are copies of other classes' files (see " in message
+
+
+def test_a_class_keeping_one_image_goes_on_and_notes_beside_images_are_no_class(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    write(f"{raw}/a/page.jpg", HTML_PAGE)
+    write(f"{raw}/annotations/labels.csv", b"file,label\n")
+    write(f"{raw}/annotations/notes.md", b"# notes\n")
+    result = run(tmp_path)
+    assert result.summary["classes"] == {"a": 1, "b": 1}
+    assert result.rejects["page.jpg"] == f"{structure.NOT_AN_IMAGE} (an HTML page)"
+    assert result.rejects["labels.csv"] == structure.NOT_AN_IMAGE
+
+
+def test_command_line_class_lost_is_one_error_line_and_exit_1(tmp_path):
+    raw = tmp_path / "raw"
+    two_classes(raw)
+    write(f"{raw}/scraped/x.jpg", HTML_PAGE)
+    names = ("index.tsv", "rejects.tsv", "duplicates.tsv", "summary.json")
+    args = [f"--{name.split('.')[0]}={tmp_path / name}" for name in names]
+    result = subprocess.run([sys.executable, "-m", "scripts.data.structure", "--raw", str(raw), "--out",
+                             str(tmp_path / "out"), *args, "--layout", "folders", "--threads", "1",
+                             "--max-image-bytes", "1000000"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: class 'scraped' has no usable image: all 1 of its files were rejected")

@@ -10,13 +10,13 @@ the current one runs, and at most two batches are in flight, so memory follows t
 size, not the shard.
 """
 import concurrent.futures
+import os
 import queue
 import threading
 
 import numpy as np
 
-from scripts.core import images, records, tfcompat
-from scripts.core.errors import PipelineError
+from scripts.core import images, model_check, records, tfcompat
 from scripts.core.progress import Progress
 
 _DONE = object()
@@ -24,15 +24,8 @@ _DONE = object()
 
 # ------------------------------------------------------------------ TensorFlow
 def load_graph_def(path):
-    """A GraphDef from a binary .pb file, or one line saying it is not one."""
-    tf = tfcompat.tf_v1()
-    graph_def = tf.GraphDef()
-    try:
-        with open(path, "rb") as handle:
-            graph_def.ParseFromString(handle.read())
-    except Exception as error:  # protobuf raises its own DecodeError
-        raise PipelineError(f"{path}: not a frozen TensorFlow GraphDef ({error})") from None
-    return graph_def
+    """A GraphDef from a binary .pb file, checked before anything runs it (scripts/core/model_check.py)."""
+    return model_check.load_graph_def(path, tfcompat.tf_v1().GraphDef)
 
 
 def tensor_name(name):
@@ -49,6 +42,7 @@ class GraphModel:
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.import_graph_def(graph_def, name="")
+        model_check.check_tensor_sizes(self.graph, graph if isinstance(graph, str) else "the graph")
         self.session = tf.Session(graph=self.graph, config=tf.ConfigProto(
             intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1))
         self.input = self.graph.get_tensor_by_name(tensor_name(input_tensor))
@@ -67,6 +61,8 @@ def compile_ir(core, ir_xml, device, performance_hint, threads=None):
 
     (The CPU plugin would otherwise run float parts in bf16 where the processor has it.)
     """
+    if isinstance(ir_xml, (str, os.PathLike)):  # a file: checked before OpenVINO reads it
+        model_check.check_ir(os.fspath(ir_xml))
     config = {"PERFORMANCE_HINT": performance_hint}
     if device.split(".")[0] == "CPU":
         config["INFERENCE_PRECISION_HINT"] = "f32"
@@ -101,6 +97,7 @@ def single_image_model(core, ir_xml):
     and dynamic shapes (MobileNet's INT8 features differ by up to 4%); deployed IRs are
     static, so features computed this way are the ones they compute.
     """
+    model_check.check_ir(ir_xml)
     model = core.read_model(ir_xml)
     shape = model.input(0).get_partial_shape()
     if shape.is_dynamic:

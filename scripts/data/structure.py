@@ -66,6 +66,8 @@ JPEG_EXTENSIONS = (".jpg", ".jpeg")
 EXIF_ORIENTATION = 0x0112
 CHUNKSIZE = 16
 UNSAFE_FORMATS = ("EPS",)  # Pillow decodes EPS by running Ghostscript on the file
+# Formats Pillow only recognises (no decoder without a plugin): their files (.h5, .grib, ...) are no images here.
+STUB_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
 DEFAULT_MAX_IMAGE_BYTES = 100_000_000  # as dataset.max_image_bytes in config.yaml
 FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a link to a folder, not followed"}
@@ -255,6 +257,7 @@ class Decoded:
     data: bytes = b""  # to write under OUT, unless in_place
     in_place: bool = False
     converted: bool = False
+    html: bool = False  # a web page (a failed download), not an image
     width: int = 0
     height: int = 0
 
@@ -331,7 +334,8 @@ def decode(path, max_bytes=DEFAULT_MAX_IMAGE_BYTES):
         return Decoded(sha256, EMPTY)
     image, reason = open_fully(source)
     if image is None:
-        return Decoded(sha256, reason)
+        html = reason == NOT_AN_IMAGE and looks_like_html(source)
+        return Decoded(sha256, f"{reason} (an HTML page)" if html else reason, html=html)
     try:
         if is_plain_jpeg(image):
             if path.lower().endswith(JPEG_EXTENSIONS):
@@ -361,6 +365,33 @@ def decode_all(paths, threads, max_bytes=DEFAULT_MAX_IMAGE_BYTES):
 
 # ---------------------------------------------------------------- collecting the results
 
+def meant_as_image(relative_path, decoded):
+    """Whether a rejected file was meant as one of its class's images, so that losing it counts.
+
+    Every reason but "not an image" is about an image file (empty, truncated, too large, a
+    FIFO named .jpg, ...). A file that is not an image counts when its name says image
+    (``x.jpg`` holding an HTML page: a failed scrape) or it is an HTML page whatever its
+    name; ``README.txt`` or ``labels.csv`` beside the images does not, and a folder of only
+    such files is no class.
+    """
+    return decoded.reason != NOT_AN_IMAGE or decoded.html or has_image_extension(relative_path)
+
+
+@functools.cache
+def image_extensions():
+    """The file extensions of the formats Pillow reads here (.jpg, .png, .tif, .webp, ...; not .pdf or .eps)."""
+    formats = set(safe_formats()) - STUB_FORMATS
+    return frozenset(extension for extension, name in Image.registered_extensions().items() if name in formats)
+
+
+def has_image_extension(path):
+    return os.path.splitext(path)[1].lower() in image_extensions()
+
+
+def looks_like_html(source):
+    text = source[:1024].removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    return text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")) and b"html" in text
+
 class Collection:
     """Kept images, rejects and duplicates, decided file by file in source order."""
 
@@ -371,19 +402,23 @@ class Collection:
         self.used_names = collections.defaultdict(set)
         # Files that look like a class's images; a folder of only non-images is no class.
         self.candidates = collections.Counter()
+        self.candidate_reasons = collections.defaultdict(collections.Counter)  # label -> reason -> rejected files
+        self.first_place = {}  # label -> the folder of its first rejected file, for the error line
         self.duplicate_counts = collections.Counter()
 
     def source(self, relative_path):
         return os.path.join(self.raw_dir, relative_path)
 
-    def reject(self, relative_path, reason, label=None):
+    def reject(self, relative_path, reason, label=None, meant_as_image=True):
         self.rejects.append((relative_path, reason))
-        if label is not None and reason != NOT_AN_IMAGE:
+        if label is not None and meant_as_image:
             self.candidates[label] += 1
+            self.candidate_reasons[label][reason.split(" (")[0]] += 1
+            self.first_place.setdefault(label, os.path.dirname(self.source(relative_path)))
 
     def add(self, relative_path, label, decoded):
         if decoded.reason:
-            self.reject(relative_path, decoded.reason, label)
+            self.reject(relative_path, decoded.reason, label, meant_as_image(relative_path, decoded))
             return
         self.candidates[label] += 1
         source = self.source(relative_path)
@@ -443,9 +478,16 @@ def check_classes(collection, raw_dir, rejects_path, duplicates_path):
     for label, candidates in sorted(collection.candidates.items()):
         if label not in counts:
             duplicates = collection.duplicate_counts[label]
-            also = f", {duplicates} copies of other classes' files (see {duplicates_path})" if duplicates else ""
-            raise PipelineError(f"class {shown(label)} has no usable image: {candidates - duplicates} of its "
-                                f"{candidates} files were rejected (see {rejects_path}){also}")
+            rejected = candidates - duplicates
+            reasons = "; ".join(f"{reason}: {count}" for reason, count in
+                                collection.candidate_reasons[label].most_common())
+            what = f"all {rejected} of its files were rejected ({reasons}; see {rejects_path})" if not duplicates \
+                else f"{rejected} of its {candidates} files were rejected" + \
+                (f" ({reasons}; see {rejects_path})" if rejected else "") + \
+                f", {duplicates} are copies of other classes' files (see {duplicates_path})"
+            place = collection.first_place.get(label)
+            where = f" (folder {shown(table_text(place))})" if place else ""
+            raise PipelineError(f"class {shown(label)} has no usable image: {what}{where}")
     if len(counts) < 2:
         noun = "class" if len(counts) == 1 else "classes"
         rejected = f"; {len(collection.rejects)} files rejected (see {rejects_path})" if collection.rejects else ""

@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, formats
+from scripts.core import atomic, formats, model_check
 from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities, sample_check
 from scripts.core.contract import note_suffix
@@ -80,6 +80,7 @@ def join(backbone_xml, head, size, views):
     """One OpenVINO model: input [1, S, S, 3] -> views -> the backbone IR -> head -> final_result."""
     import openvino as ov
     ops = ov_ops()
+    model_check.check_ir(backbone_xml)
     backbone = ov.Core().read_model(backbone_xml)
     old_input = backbone.get_parameters()[0]
     image = ops.parameter([1, size, size, 3], np.float32, name="input")

@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from scripts.core import atomic, tfcompat
+from scripts.core import atomic, model_check, tfcompat
 from scripts.core.contract import UNTRAINED_NOTE, note
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.inference import GraphModel, load_graph_def, tensor_name
@@ -70,8 +70,9 @@ def make_untrained_inception_v3(output_tar, seed, size):
 
 def find_checkpoint(source):
     """The checkpoint prefix inside an unpacked folder, or the given .ckpt path."""
-    if os.path.isfile(source) or glob.glob(source + ".index"):
+    if os.path.isfile(source) or glob.glob(glob.escape(source) + ".index"):
         return source
+    model_check.check_checkpoint_folder(source)  # an unpacked archive: checkpoint files and notes only
     candidates = sorted(glob.glob(os.path.join(source, "**", "*.ckpt"), recursive=True))
     candidates += sorted(path[:-len(".index")] for path in
                          glob.glob(os.path.join(source, "**", "*.ckpt.index"), recursive=True))
@@ -106,6 +107,10 @@ def freeze_inception_v3(checkpoint, size, extra_endpoints):
         variables = slim.get_variables_to_restore(
             exclude=[f"{INCEPTION_V3_SCOPE}/Logits", f"{INCEPTION_V3_SCOPE}/AuxLogits"])
         saver = tf.train.Saver(variables)
+        # Checked from the checkpoint's index before restoring allocates what it declares.
+        expected = {variable.op.name: (variable.shape.as_list(), variable.dtype.base_dtype.name)
+                    for variable in variables}
+        model_check.check_checkpoint_shapes(checkpoint, expected, model_check.check_checkpoint_files(checkpoint))
         with tf.Session() as session:
             try:
                 saver.restore(session, checkpoint)

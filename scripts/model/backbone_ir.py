@@ -14,7 +14,7 @@ very INT8 backbone that computed them.
 import argparse
 import itertools
 
-from scripts.core import atomic, formats, images, records
+from scripts.core import atomic, formats, images, model_check, records
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.inference import preprocessed_batches
 
@@ -48,6 +48,7 @@ def convert(backbone_pb, backbone_json, precision, output_xml, train_tfrecords=(
     info = atomic.read_json(backbone_json)
     size = info["input_size"]
     # backbone.pb has exactly one Placeholder and ends at the features.
+    model_check.check_graph_file(backbone_pb)  # before OpenVINO's converter reads it
     model = ov.convert_model(backbone_pb, input=[-1, size, size, 3])
     used = 0
     if precision == "INT8":

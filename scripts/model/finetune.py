@@ -58,7 +58,7 @@ import sys
 
 import numpy as np
 
-from scripts.core import atomic, augment, images, inference, records, tfcompat
+from scripts.core import atomic, augment, images, inference, model_check, records, tfcompat
 from scripts.core import head as head_lib
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.progress import Progress
@@ -165,6 +165,7 @@ class Network:
         with self.graph.as_default():
             tf.set_random_seed(settings["seed"])  # no random op is used; required by op determinism if one were
             self._build(tf, graph_def, info, head, constants, settings)
+        model_check.check_tensor_sizes(self.graph, "backbone.pb with the head")
         self.session = tf.Session(graph=self.graph, config=tf.ConfigProto(
             intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1))
         self.session.run(self.initialise)
