@@ -15,6 +15,11 @@ images recursively. An image that cannot be read gets an error row and the other
 Printed: one line per image, ``path<TAB>label probability  label probability ...``.
 ``--csv``: path, rank, label, probability, error (one row per label shown, or one error row).
 ``--json``: the model, its note, the labels, and per image its top labels or its error.
+``--explain DIR --head head.npz``: a saliency overlay PNG per image (DIR mirrors the
+folders given), the map of the top label (scripts/core/saliency.py: CAM for a linear
+head, Grad-CAM for one with a hidden layer), from the float graph: the --model itself
+when it is a .pb, else ``--explain-graph`` (frozen_model.pb, or a backbone.pb with its
+backbone.json beside it). The JSON then gives each image's overlay file and map peak.
 """
 import argparse
 import os
@@ -26,10 +31,11 @@ if not __package__:  # run as a file: make the repository's `scripts` package im
 import numpy as np
 from PIL import Image
 
-from scripts.core import atomic, inference
+from scripts.core import atomic, inference, saliency
+from scripts.core import head as head_lib
 from scripts.core.contract import note_suffix, read_description
 from scripts.core.errors import PipelineError, run_cli
-from scripts.core.images import preprocess_image
+from scripts.core.images import decode_rgb, preprocess_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 # A model file's kind, by extension: its description file and what runs it.
@@ -127,6 +133,66 @@ def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
         yield from results
 
 
+# ------------------------------------------------------------------ explaining
+def overlay_names(paths, inputs):
+    """A .png name per image, relative to the folder given that holds it (or its own name), all different."""
+    folders = [os.path.abspath(item) for item in inputs if os.path.isdir(item)]
+    names, taken = [], set()
+    for path in paths:
+        absolute = os.path.abspath(path)
+        holder = next((folder for folder in folders if absolute.startswith(folder + os.sep)), None)
+        relative = os.path.relpath(absolute, holder) if holder else os.path.basename(path)
+        stem, extension = os.path.splitext(relative)
+        name = stem + ".png"
+        if name in taken:
+            name = f"{stem}_{extension.lstrip('.')}.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def graph_description(graph_pb):
+    """The description beside a float graph: backbone.json for backbone.pb, else model.json."""
+    folder, stem = os.path.dirname(os.path.abspath(graph_pb)), os.path.splitext(os.path.basename(graph_pb))[0]
+    own = os.path.join(folder, stem + ".json")
+    return read_description(own if os.path.isfile(own) and stem != "frozen_model" else os.path.join(folder, "model.json"))
+
+
+def explain(results, names, description, explain_graph, head_path, out_dir, threads, batch_size=BATCH_SIZE):
+    """Write an overlay PNG per readable image; add ``explanation`` (file, label, method, peak) to each result."""
+    if os.path.splitext(explain_graph)[1].lower() != ".pb" or not os.path.isfile(explain_graph):
+        raise PipelineError(f"--explain-graph {explain_graph}: give a frozen_model.pb or backbone.pb")
+    contract, labels = description["preprocessing"], description["labels"]
+    head = head_lib.load(head_path)
+    if head["logits_b"].shape[0] != len(labels):
+        raise PipelineError(f"--head {head_path}: {head['logits_b'].shape[0]} classes, the model has {len(labels)}")
+    model = saliency.SpatialModel(explain_graph, graph_description(explain_graph), contract["input_size"], threads)
+    method = "grad-cam" if "hidden_w" in head else "cam"
+    readable = [index for index, result in enumerate(results) if not result["error"]]
+    largest = 0.0
+    for chunk in _chunks(readable, batch_size):
+        pictures = [preprocess_image(results[index]["path"], contract) for index in chunk]
+        features, spatial = model(np.stack(pictures))
+        classes = [labels.index(results[index]["top"][0][0]) for index in chunk]
+        if description.get("test_time_views", [0]) == [0]:  # the head on these features is the model itself
+            shown = head_lib.probabilities(head, features)[np.arange(len(chunk)), classes]
+            largest = max(largest, float(np.abs(shown - [results[index]["top"][0][1] for index in chunk]).max()))
+        for index, cells in zip(chunk, saliency.class_maps(head, features, spatial, classes)):
+            image = decode_rgb(results[index]["path"])
+            full = saliency.image_map(cells, image.width, image.height, contract)
+            target = os.path.join(out_dir, names[index])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with atomic.atomic_path(target) as temp:
+                saliency.overlay(image, full).save(temp, format="PNG")
+            results[index]["explanation"] = {"file": target, "label": results[index]["top"][0][0], "method": method,
+                                             "peak": list(saliency.peak(full))}
+    for result in results:
+        result.setdefault("explanation", None)
+    if largest > 0.05:
+        print(f"warning: --head {head_path}: on the explained features its top probability differs from the "
+              f"model's by up to {largest:.3f}; is it this model's head?", file=sys.stderr)
+
+
 # ------------------------------------------------------------------ output
 def write_csv(path, results):
     rows = []
@@ -152,7 +218,9 @@ def write_json(path, model_path, kind, device, description, results):
                          "label": result["top"][0][0] if result["top"] else None,
                          "top": [{"label": label, "probability": probability}
                                  for label, probability in result["top"]],
-                         "error": result["error"]} for result in results],
+                         "error": result["error"],
+                         **({"explanation": result["explanation"]} if "explanation" in result else {})}
+                        for result in results],
     })
 
 
@@ -169,9 +237,18 @@ def main(argv=None):
                         help="inference threads (default: up to 4)")
     parser.add_argument("--csv", help="also write path,rank,label,probability,error rows to this file")
     parser.add_argument("--json", help="also write the predictions as JSON to this file")
+    parser.add_argument("--explain", metavar="DIR", help="write a saliency overlay PNG per image into DIR")
+    parser.add_argument("--head", help="--explain: the model's head.npz")
+    parser.add_argument("--explain-graph", help="--explain with an IR: the float graph that computes the maps "
+                        "(frozen_model.pb, or backbone.pb with backbone.json beside it; default: a .pb --model)")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         raise PipelineError(f"--top-k {args.top_k}: must be at least 1")
+    explain_graph = args.explain_graph or (args.model if model_kind(args.model)[1] == "frozen_graph" else None)
+    if args.explain and not args.head:
+        raise PipelineError("--explain needs --head (the model's head.npz)")
+    if args.explain and not explain_graph:
+        raise PipelineError("--explain with an IR needs --explain-graph (its frozen_model.pb or backbone.pb)")
     paths = image_paths(args.inputs)
     model, description = load_model(args.model, args.device, args.threads)
     if description.get("note"):
@@ -185,6 +262,11 @@ def main(argv=None):
         else:
             print(f"{result['path']}\t" + "  ".join(f"{label} {probability:.4f}"
                                                      for label, probability in result["top"]), flush=True)
+    if args.explain:
+        explain(results, overlay_names([result["path"] for result in results], args.inputs), description,
+                explain_graph, args.head, args.explain, args.threads)
+        print(f"wrote {sum(1 for result in results if result['explanation'])} overlays into {args.explain}",
+              file=sys.stderr)
     if args.csv:
         write_csv(args.csv, results)
     if args.json:
