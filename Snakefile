@@ -40,6 +40,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/explain.smk"
 
 
 # One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run
@@ -57,6 +58,7 @@ rule all:
         experiment_targets(),
         experiment_report_targets(),
         console_report_targets(),
+        explain_targets(),
         deployed_targets,
         report_targets,
 

@@ -4,6 +4,8 @@ A head is trained on a few drawn shapes pasted at random places on a blank canva
 map of a new image must peak on its shape, not on the empty background, and follow the
 shape when it moves. A linear head's map must be the exact decomposition of its logit.
 """
+import csv
+import hashlib
 import json
 import os
 
@@ -249,3 +251,46 @@ def test_predict_explain_writes_an_overlay_per_image(setup, tmp_path):
         assert np.asarray(overlay, np.int16).std() > 0
     with pytest.raises(PipelineError, match="--explain needs --head"):
         predict.main(["--model", str(model_dir / "frozen_model.pb"), "--explain", str(out), str(inputs)])
+
+
+def test_report_gallery_shows_mistakes_and_correct_images_with_their_maps(setup, tmp_path):
+    """scripts/explain.py on real TFRecords: a mislabelled disc is shown first, every map peaks on its shape."""
+    from scripts import explain
+    from scripts.data import tfrecord_shard
+    folder = tmp_path / "test"
+    rows, boxes = [], {}
+    places = [("disc", 20, 30, "disc"), ("square", 120, 40, "square"), ("triangle", 40, 130, "triangle"),
+              ("disc", 130, 120, "square")]  # the last one carries a wrong label
+    for number, (shape, left, top, label) in enumerate(places):
+        os.makedirs(folder / label, exist_ok=True)
+        path = str(folder / label / f"{number}.png")
+        draw(shape, left, top).save(path)
+        with open(path, "rb") as handle:
+            sha = hashlib.sha256(handle.read()).hexdigest()
+        rows.append({"path": path, "label": label, "label_index": SHAPES.index(label), "sha256": sha,
+                     "height": SIZE, "width": SIZE})
+        boxes[sha] = (left, top, left + SHAPE_PIXELS, top + SHAPE_PIXELS)
+    tfrecord = str(tmp_path / "test.tfrecord")
+    tfrecord_shard.write_shard(rows, tfrecord)
+    features, _ = setup["plain"]["model"](pixels_of([Image.open(row["path"]) for row in rows]))
+    probabilities = head_lib.probabilities(setup["linear"], features)
+    predictions = str(tmp_path / "test_predictions.npz")
+    formats.write_predictions(predictions, probabilities, np.array([row["label_index"] for row in rows]),
+                              [row["sha256"] for row in rows], [os.path.basename(row["path"]) for row in rows])
+    head = str(tmp_path / "head.npz")
+    formats.write_npz(head, **setup["linear"])
+    metrics = str(tmp_path / "metrics.json")
+    atomic.write_json(metrics, {"labels": list(SHAPES), "note": ""})
+    outputs = {"figure": str(tmp_path / "explained.png"), "table": str(tmp_path / "explained.csv")}
+    explain.gallery({"predictions": predictions, "tfrecords": [tfrecord], "description": metrics, "head": head,
+                     "graph": setup["plain"]["pb"], "graph_json": setup["plain"]["json"]},
+                    {"central_fraction": 1.0, "resize": "bilinear", "misclassified": 5, "per_class": 1,
+                     "experiment": "e"}, outputs)
+
+    with open(outputs["table"], newline="") as handle:
+        shown = list(csv.DictReader(handle))
+    assert [row["group"] for row in shown] == ["misclassified", "correct", "correct", "correct"]
+    assert shown[0]["true"] == "square" and shown[0]["predicted"] == "disc"
+    for row in shown:
+        assert inside((int(row["peak_x"]), int(row["peak_y"])), boxes[row["sha256"]], margin=CELL), row
+    assert Image.open(outputs["figure"]).size[0] > 400
