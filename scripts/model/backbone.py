@@ -236,8 +236,9 @@ def prepare(kind, source, output_pb, output_json, input_size, input_range, untra
         input_tensor = tensor_name(input_tensor)
     probe = GraphModel(graph_def, input_tensor, output)
     width = int(np.prod(probe(np.zeros((1, input_size, input_size, 3), np.float32)).shape[1:]))
+    # Inception V3's PreLogits is Mixed_7c's global average at sizes up to 299 only: beyond, no map is recorded.
     spatial, spatial_shape = check_spatial(graph_def, input_tensor, output, spatial, input_size,
-                                           spatial_tensor if kind != "inception_v3" else INCEPTION_V3_SPATIAL)
+                                           spatial_tensor if kind != "inception_v3" else None)
     atomic.write_bytes(output_pb, graph_def.SerializeToString(deterministic=True))
     atomic.write_json(output_json, {
         "kind": kind,

@@ -495,6 +495,13 @@ def console_report_targets():
     ]
 
 
+# (branch `explain`, issue 24: saliency overlays of each experiment's test images)
+def explain_targets():
+    return [
+        f"{RESULTS}/{experiment}/report/explained.png" for experiment in EXPERIMENTS
+    ]
+
+
 def selected_json():
     """results/selected.json where a rule makes it (selection on validation), else nothing."""
     path = f"{RESULTS}/selected.json"

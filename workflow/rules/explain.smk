@@ -2,12 +2,6 @@
 # images, from the float backbone graph and head.npz (scripts/explain.py).
 
 
-def explain_targets():
-    return [
-        f"{RESULTS}/{experiment}/report/explained.png" for experiment in EXPERIMENTS
-    ]
-
-
 rule report_explained:
     """Misclassified and correct test images of one experiment with the map of their predicted class."""
     input:
