@@ -12,7 +12,6 @@ import os
 import mobilenet
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 from PIL import Image, ImageDraw
 
 from scripts import predict
@@ -185,33 +184,6 @@ def test_map_moves_with_the_object(setup, head_name):
         for point, (left, top) in zip(peaks, places):
             assert inside(point, (left, top, left + SHAPE_PIXELS, top + SHAPE_PIXELS), margin=CELL), (shape, peaks)
         assert len(set(peaks)) == len(places)
-
-
-def test_map_of_a_cell_pasted_into_a_blank_canvas_peaks_on_the_cell(setup, tmp_path):
-    """A head on a few real ALL cell images; a cell pasted into a canvas twice its size."""
-    root = os.path.join(SHARED_DATA, "all-taleqani")
-    classes = sorted(os.listdir(root))
-    paths = {name: sorted(os.listdir(os.path.join(root, name)))[:12] for name in classes}
-    train = [(images.decode_rgb(os.path.join(root, name, file)), label)
-             for label, name in enumerate(classes) for file in paths[name][:10]]
-    features, _ = setup["plain"]["model"](pixels_of([picture for picture, _ in train]))
-    labels = np.array([label for _, label in train])
-    data = {split: {"features": features, "labels": labels} for split in ("train", "validation")}
-    head, _, _ = retrain.train(data, len(classes), TRAIN_SETTINGS, log=lambda line: None)
-    pasted, boxes = [], []
-    for index, name in enumerate(classes):
-        cell = images.decode_rgb(os.path.join(root, name, paths[name][11]))
-        canvas = Image.new("RGB", (2 * cell.width, 2 * cell.height), "white")
-        left, top = [(0, 0), (cell.width, 0), (0, cell.height), (cell.width, cell.height)][index]
-        canvas.paste(cell, (left, top))
-        pasted.append(canvas)
-        boxes.append((left, top, left + cell.width, top + cell.height))
-    features, spatial = setup["plain"]["model"](pixels_of(pasted))
-    maps = saliency.class_maps(head, features, spatial, head_lib.probabilities(head, features).argmax(axis=1))
-    for cells, canvas, box in zip(maps, pasted, boxes):
-        full = saliency.image_map(cells, canvas.width, canvas.height, CONTRACT)
-        # The canvas is shrunk to the input size by 2: one cell of the map is 2 * CELL canvas pixels.
-        assert inside(saliency.peak(full), box, margin=2 * CELL), (saliency.peak(full), box)
 
 
 def test_predict_explain_writes_an_overlay_per_image(setup, tmp_path):
