@@ -266,3 +266,29 @@ def test_report_gallery_shows_mistakes_and_correct_images_with_their_maps(setup,
     for row in shown:
         assert inside((int(row["peak_x"]), int(row["peak_y"])), boxes[row["sha256"]], margin=CELL), row
     assert Image.open(outputs["figure"]).size[0] > 400
+
+
+def test_predict_explain_with_an_ir_uses_the_float_graph_named(setup, tmp_path):
+    """An IR cannot give its spatial map: --explain-graph names backbone.pb (backbone.json beside it)."""
+    from scripts.core.contract import model_contract
+    from scripts.deploy import ir
+    from scripts.model import backbone_ir
+    backbone_xml = str(tmp_path / "backbone.xml")
+    backbone_ir.convert(setup["plain"]["pb"], setup["plain"]["json"], "FP32", backbone_xml)
+    contract = model_contract(setup["plain"]["info"], list(SHAPES), 1.0, "bilinear", [0], 0)
+    model = ir.join(backbone_xml, setup["linear"], SIZE, [0])
+    ir.set_rt_info(model, contract)
+    formats.write_ir(model, str(tmp_path / "model.xml"))
+    atomic.write_json(str(tmp_path / "ir.json"), ir.ir_description(model, contract, "FP32", {}))
+    head_path = str(tmp_path / "head.npz")
+    formats.write_npz(head_path, **setup["linear"])
+    picture = tmp_path / "triangle.png"
+    draw("triangle", 120, 20).save(picture)
+    with pytest.raises(PipelineError, match="--explain with an IR needs --explain-graph"):
+        predict.main(["--model", str(tmp_path / "model.xml"), "--head", head_path, "--explain", str(tmp_path), str(picture)])
+    out = tmp_path / "explained"
+    predict.main(["--model", str(tmp_path / "model.xml"), "--head", head_path, "--explain", str(out),
+                  "--explain-graph", setup["plain"]["pb"], "--json", str(tmp_path / "p.json"), str(picture)])
+    row = json.loads((tmp_path / "p.json").read_text())["predictions"][0]
+    assert row["label"] == "triangle" and os.path.isfile(out / "triangle.png")
+    assert inside(row["explanation"]["peak"], (120, 20, 120 + SHAPE_PIXELS, 20 + SHAPE_PIXELS), margin=CELL)
