@@ -41,6 +41,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/explain.smk"
 
 
 # One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run
@@ -58,6 +59,7 @@ rule all:
         experiment_targets(),
         experiment_report_targets(),
         console_report_targets(),
+        explain_targets(),
         deployed_targets,
         report_targets,
         audit_targets(),

@@ -18,6 +18,11 @@ one batch ahead and each row is written as it comes, so a folder of any size str
 Printed: one line per image, ``path<TAB>label probability  label probability ...``.
 ``--csv``: path, rank, label, probability, error (one row per label shown, or one error row).
 ``--json``: the model, its note, the labels, and per image its top labels or its error.
+``--explain DIR --head head.npz``: a saliency overlay PNG per image (DIR mirrors the
+folders given), the map of the top label (scripts/core/saliency.py: CAM for a linear
+head, Grad-CAM for one with a hidden layer), from the float graph: the --model itself
+when it is a .pb, else ``--explain-graph`` (frozen_model.pb, or a backbone.pb with its
+backbone.json beside it). The JSON then gives each image's overlay file and map peak.
 """
 import argparse
 import contextlib
@@ -33,10 +38,11 @@ if not __package__:  # run as a file: make the repository's `scripts` package im
 import numpy as np
 from PIL import Image
 
-from scripts.core import atomic, inference
+from scripts.core import atomic, inference, saliency
+from scripts.core import head as head_lib
 from scripts.core.contract import note_suffix, read_description
 from scripts.core.errors import PipelineError, run_cli
-from scripts.core.images import preprocess_image
+from scripts.core.images import decode_rgb, preprocess_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 # A model file's kind, by extension: its description file and what runs it.
@@ -195,6 +201,83 @@ def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
         yield from results
 
 
+# ------------------------------------------------------------------ explaining
+def overlay_names(paths, inputs, taken):
+    """A .png name per image, relative to the folder given that holds it (or its own name), none in ``taken``."""
+    folders = [os.path.abspath(item) for item in inputs if os.path.isdir(item)]
+    names = []
+    for path in paths:
+        absolute = os.path.abspath(path)
+        holder = next((folder for folder in folders if absolute.startswith(folder + os.sep)), None)
+        relative = os.path.relpath(absolute, holder) if holder else os.path.basename(path)
+        stem, extension = os.path.splitext(relative)
+        name = stem + ".png"
+        if name in taken:
+            name = f"{stem}_{extension.lstrip('.')}.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def graph_description(graph_pb):
+    """The description beside a float graph: backbone.json for backbone.pb, else model.json."""
+    folder, stem = os.path.dirname(os.path.abspath(graph_pb)), os.path.splitext(os.path.basename(graph_pb))[0]
+    own = os.path.join(folder, stem + ".json")
+    return read_description(own if os.path.isfile(own) and stem != "frozen_model" else os.path.join(folder, "model.json"))
+
+
+class Explainer:
+    """Writes an overlay PNG per readable image, a batch of results at a time, and adds ``explanation``
+    (file, label, method, peak) to each result."""
+
+    def __init__(self, description, explain_graph, head_path, out_dir, inputs, threads):
+        if os.path.splitext(explain_graph)[1].lower() != ".pb" or not os.path.isfile(explain_graph):
+            raise PipelineError(f"--explain-graph {explain_graph}: give a frozen_model.pb or backbone.pb")
+        self.contract, self.labels = description["preprocessing"], description["labels"]
+        self.views = description.get("test_time_views", [0])
+        self.head_path, self.head = head_path, head_lib.load(head_path)
+        if self.head["logits_b"].shape[0] != len(self.labels):
+            raise PipelineError(f"--head {head_path}: {self.head['logits_b'].shape[0]} classes, "
+                                f"the model has {len(self.labels)}")
+        self.model = saliency.SpatialModel(explain_graph, graph_description(explain_graph),
+                                           self.contract["input_size"], threads)
+        self.method = "grad-cam" if "hidden_w" in self.head else "cam"
+        self.out_dir, self.inputs, self.taken = out_dir, inputs, set()
+        self.largest = 0.0  # the largest top-probability difference between the head and the model
+        self.written = 0
+
+    def __call__(self, results):
+        names = overlay_names([result["path"] for result in results], self.inputs, self.taken)
+        readable = [index for index, result in enumerate(results) if not result["error"]]
+        for result in results:
+            result["explanation"] = None
+        if not readable:
+            return
+        pictures = [preprocess_image(results[index]["path"], self.contract) for index in readable]
+        features, spatial = self.model(np.stack(pictures))
+        classes = [self.labels.index(results[index]["top"][0][0]) for index in readable]
+        if self.views == [0]:  # the head on these features is the model itself
+            shown = head_lib.probabilities(self.head, features)[np.arange(len(readable)), classes]
+            model_top = [results[index]["top"][0][1] for index in readable]
+            self.largest = max(self.largest, float(np.abs(shown - model_top).max()))
+        for index, cells in zip(readable, saliency.class_maps(self.head, features, spatial, classes)):
+            image = decode_rgb(results[index]["path"])
+            full = saliency.image_map(cells, image.width, image.height, self.contract)
+            target = os.path.join(self.out_dir, names[index])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with atomic.atomic_path(target) as temp:
+                saliency.overlay(image, full).save(temp, format="PNG")
+            results[index]["explanation"] = {"file": target, "label": results[index]["top"][0][0],
+                                             "method": self.method, "peak": list(saliency.peak(full))}
+            self.written += 1
+
+    def finish(self):
+        print(f"wrote {self.written} overlays into {self.out_dir}", file=sys.stderr)
+        if self.largest > 0.05:
+            print(f"warning: --head {self.head_path}: on the explained features its top probability differs from "
+                  f"the model's by up to {self.largest:.3f}; is it this model's head?", file=sys.stderr)
+
+
 # ------------------------------------------------------------------ output
 CSV_HEADER = ["path", "rank", "label", "probability", "error"]
 
@@ -207,9 +290,12 @@ def csv_rows(result):
 
 
 def json_entry(result):
-    return {"path": result["path"], "label": result["top"][0][0] if result["top"] else None,
-            "top": [{"label": label, "probability": probability} for label, probability in result["top"]],
-            "error": result["error"]}
+    entry = {"path": result["path"], "label": result["top"][0][0] if result["top"] else None,
+             "top": [{"label": label, "probability": probability} for label, probability in result["top"]],
+             "error": result["error"]}
+    if "explanation" in result:
+        entry["explanation"] = result["explanation"]
+    return entry
 
 
 class Outputs:
@@ -273,24 +359,41 @@ def main(argv=None):
                         help="inference threads (default: up to 4)")
     parser.add_argument("--csv", help="also write path,rank,label,probability,error rows to this file")
     parser.add_argument("--json", help="also write the predictions as JSON to this file")
+    parser.add_argument("--explain", metavar="DIR", help="write a saliency overlay PNG per image into DIR")
+    parser.add_argument("--head", help="--explain: the model's head.npz")
+    parser.add_argument("--explain-graph", help="--explain with an IR: the float graph that computes the maps "
+                        "(frozen_model.pb, or backbone.pb with backbone.json beside it; default: a .pb --model)")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         raise PipelineError(f"--top-k {args.top_k}: must be at least 1")
+    explain_graph = args.explain_graph or (args.model if model_kind(args.model)[1] == "frozen_graph" else None)
+    if args.explain and not args.head:
+        raise PipelineError("--explain needs --head (the model's head.npz)")
+    if args.explain and not explain_graph:
+        raise PipelineError("--explain with an IR needs --explain-graph (its frozen_model.pb or backbone.pb)")
     paths = image_paths(args.inputs)
     first = next(paths)  # a missing input or no image at all: one line before the model is loaded
     model, description = load_model(args.model, args.device, args.threads)
     if description.get("note"):
         print(f"note: {description['note']}: this model's predictions say nothing about the method",
               file=sys.stderr)
+    explainer = Explainer(description, explain_graph, args.head, args.explain, args.inputs, args.threads) \
+        if args.explain else None
     images = unreadable = 0
     header = json_header(args.model, model_kind(args.model)[1], args.device, description)
     with contextlib.ExitStack() as stack:
         outputs = Outputs(stack, args.csv, args.json, header)
-        for result in predict(model, description, itertools.chain([first], paths), args.top_k):
-            images, unreadable = images + 1, unreadable + bool(result["error"])
-            print_result(result)
-            outputs.add(result)
+        results = predict(model, description, itertools.chain([first], paths), args.top_k)
+        for chunk in _chunks(results, BATCH_SIZE):
+            if explainer:
+                explainer(chunk)
+            for result in chunk:
+                images, unreadable = images + 1, unreadable + bool(result["error"])
+                print_result(result)
+                outputs.add(result)
         outputs.finish(images, unreadable)
+    if explainer:
+        explainer.finish()
     print(f"{images - unreadable} of {images} images classified{note_suffix(description.get('note'))}"
           + (f"; {unreadable} unreadable" if unreadable else ""), file=sys.stderr)
     if unreadable == images:

@@ -34,7 +34,10 @@ def tensor_name(name):
 
 
 class GraphModel:
-    """A frozen GraphDef (or a .pb path) in a graph-mode session, from one tensor to another."""
+    """A frozen GraphDef (or a .pb path) in a graph-mode session, from one tensor to another.
+
+    ``output_tensor`` may be a list of tensor names: the model then returns a list of arrays.
+    """
 
     def __init__(self, graph, input_tensor, output_tensor, threads=1):
         tf = tfcompat.tf_v1()
@@ -46,7 +49,10 @@ class GraphModel:
         self.session = tf.Session(graph=self.graph, config=tf.ConfigProto(
             intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1))
         self.input = self.graph.get_tensor_by_name(tensor_name(input_tensor))
-        self.output = self.graph.get_tensor_by_name(tensor_name(output_tensor))
+        if isinstance(output_tensor, (list, tuple)):
+            self.output = [self.graph.get_tensor_by_name(tensor_name(name)) for name in output_tensor]
+        else:
+            self.output = self.graph.get_tensor_by_name(tensor_name(output_tensor))
 
     def __call__(self, pixels):
         return self.session.run(self.output, {self.input: pixels})
@@ -91,14 +97,17 @@ def run_async(requests, jobs, collect):
 
 
 def single_image_model(core, ir_xml):
-    """The IR with its batch fixed at one image.
+    """The IR (a path or an ov.Model) with its batch fixed at one image.
 
     A free batch is fixed here because the CPU plugin picks other INT8 kernels for static
     and dynamic shapes (MobileNet's INT8 features differ by up to 4%); deployed IRs are
     static, so features computed this way are the ones they compute.
     """
-    model_check.check_ir(ir_xml)
-    model = core.read_model(ir_xml)
+    if isinstance(ir_xml, (str, bytes)) or hasattr(ir_xml, "__fspath__"):
+        model_check.check_ir(ir_xml)
+        model = core.read_model(ir_xml)
+    else:  # an in-memory model, made by this process
+        model = ir_xml
     shape = model.input(0).get_partial_shape()
     if shape.is_dynamic:
         model.reshape([1, *(dimension.get_length() for dimension in list(shape)[1:])])
@@ -106,23 +115,35 @@ def single_image_model(core, ir_xml):
 
 
 class IrModel:
-    """An IR run one image at a time, called on a batch: the images go over asynchronous requests."""
+    """An IR run one image at a time, called on a batch: the images go over asynchronous requests.
 
-    def __init__(self, ir_xml, threads=1, device="CPU"):
+    ``ir_xml`` is a path or an ov.Model. With ``outputs`` (tensor names) the model returns
+    a list of arrays, one per name; without, its first output.
+    """
+
+    def __init__(self, ir_xml, threads=1, device="CPU", outputs=None):
         import openvino as ov
         core = ov.Core()
         self.compiled = compile_ir(core, single_image_model(core, ir_xml), device, "THROUGHPUT", threads)
         self.requests = ov.AsyncInferQueue(self.compiled)  # the device's optimal number of requests
+        self.outputs = list(outputs) if outputs else None
+
+    def _read(self, request):
+        if self.outputs is None:
+            return request.get_output_tensor(0).data.copy()
+        return [request.get_tensor(name).data.copy() for name in self.outputs]
 
     def __call__(self, pixels):
         outputs = [None] * len(pixels)
 
         def collect(request, index):
-            outputs[index] = request.get_output_tensor(0).data.copy()
+            outputs[index] = self._read(request)
 
         run_async(self.requests, ((index, {0: pixels[index:index + 1]}) for index in range(len(pixels))),
                   collect)
-        return np.concatenate(outputs)
+        if self.outputs is None:
+            return np.concatenate(outputs)
+        return [np.concatenate([output[which] for output in outputs]) for which in range(len(self.outputs))]
 
 
 # ------------------------------------------------------------------ feeding images

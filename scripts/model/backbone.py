@@ -9,6 +9,11 @@ With ``extra_endpoints`` the output is the bottleneck followed by each extra lay
 global average pool, concatenated (``features``): middle layers carry texture that an
 ImageNet network's last layer discards.
 
+``spatial_tensor`` in backbone.json names the feature map [N, H, W, C] whose global
+average is the bottleneck (the first C feature columns): saliency maps
+(scripts/core/saliency.py) weigh its channels. Inception V3: Mixed_7c; a frozen graph:
+config ``backbone.spatial_tensor``, or else the input of the bottleneck's pooling op.
+
 Entry points:
     python -m scripts.model.backbone untrained --output inception_v3_untrained.tar.gz --seed 0 --size 299
     python -m scripts.model.backbone prepare --kind inception_v3 --source DIR_OR_FILE ...
@@ -31,6 +36,9 @@ INCEPTION_V3_SCOPE = "InceptionV3"
 INCEPTION_V3_CLASSES = 1001  # the official checkpoint's ImageNet head (with background)
 CHECKPOINT_NAME = "inception_v3.ckpt"  # the name inside the official tarball
 FEATURES_NODE = "features"  # the concatenated output when there are extra end points
+INCEPTION_V3_SPATIAL = "Mixed_7c"  # the last block: PreLogits is its global average
+POOLING_OPS = ("AvgPool", "Mean")
+PASS_THROUGH_OPS = ("Identity", "Squeeze", "Reshape")
 
 
 def build_inception_v3(tf, size):
@@ -104,6 +112,7 @@ def freeze_inception_v3(checkpoint, size, extra_endpoints):
                 raise PipelineError(f"config key backbone.extra_endpoints: Inception V3 has no end point {name!r} "
                                     f"(it has {', '.join(sorted(end_points))})")
         output = append_pooled(tf, end_points["PreLogits"], [end_points[name] for name in extra_endpoints])
+        spatial = end_points[INCEPTION_V3_SPATIAL].name
         variables = slim.get_variables_to_restore(
             exclude=[f"{INCEPTION_V3_SCOPE}/Logits", f"{INCEPTION_V3_SCOPE}/AuxLogits"])
         saver = tf.train.Saver(variables)
@@ -119,7 +128,7 @@ def freeze_inception_v3(checkpoint, size, extra_endpoints):
                 raise PipelineError(f"{checkpoint}: not an Inception V3 checkpoint ({first_line})") from None
             graph_def = tf.graph_util.convert_variables_to_constants(session, graph.as_graph_def(),
                                                                     [output.op.name])
-    return graph_def, output.name
+    return graph_def, output.name, spatial
 
 
 def find_graph(source, member):
@@ -140,6 +149,32 @@ def find_graph(source, member):
 
 def _node_name(name):
     return name.split(":")[0]
+
+
+def _through_pass_through(nodes, name):
+    """The node a chain of Identity/Squeeze/Reshape nodes starts from."""
+    while name in nodes and nodes[name].op in PASS_THROUGH_OPS:
+        name = _node_name(nodes[name].input[0])
+    return name
+
+
+def spatial_source(graph_def, bottleneck_tensor, spatial_tensor):
+    """The spatial map's tensor name in the cut graph: the configured one, or the bottleneck's pooled input.
+
+    A configured tensor that is only an Identity of the map (e.g. ``mixed_8`` beside
+    ``mixed_8_pool``) is followed to the node the bottleneck is computed from, so that
+    the cut graph, which keeps the bottleneck's ancestors only, holds it. None when the
+    bottleneck is not a pooling op and no tensor is configured.
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    if spatial_tensor:
+        if _node_name(spatial_tensor) not in nodes:
+            raise PipelineError(f"config key backbone.spatial_tensor: the graph has no node {_node_name(spatial_tensor)!r}")
+        return tensor_name(_through_pass_through(nodes, _node_name(spatial_tensor)))
+    pool = _through_pass_through(nodes, _node_name(bottleneck_tensor))
+    if pool in nodes and nodes[pool].op in POOLING_OPS:
+        return tensor_name(_node_name(nodes[pool].input[0]))
+    return None
 
 
 def cut_frozen_graph(graph_def, input_tensor, bottleneck_tensor, extra_endpoints):
@@ -168,18 +203,47 @@ def cut_frozen_graph(graph_def, input_tensor, bottleneck_tensor, extra_endpoints
     return tf.graph_util.extract_sub_graph(graph.as_graph_def(), [output.op.name]), output.name
 
 
+def check_spatial(graph_def, input_tensor, output, spatial, input_size, configured):
+    """[H, W, C] of the spatial map, once its global average is seen to be the first C features.
+
+    Saliency maps are exact only then. A configured tensor that fails is an error; a
+    guessed one is dropped (None, None).
+    """
+    if spatial is None:
+        return None, None
+    if spatial not in {tensor_name(node.name) for node in graph_def.node}:
+        if configured:
+            raise PipelineError(f"config key backbone.spatial_tensor: {configured} is not one the features are computed from")
+        return None, None
+    pixels = np.random.default_rng(0).uniform(-1, 1, (1, input_size, input_size, 3)).astype(np.float32)
+    features, feature_map = GraphModel(graph_def, input_tensor, [output, spatial])(pixels)
+    features = features.reshape(1, -1)
+    if feature_map.ndim == 4 and feature_map.shape[3] <= features.shape[1]:
+        pooled = feature_map.mean(axis=(1, 2))
+        if np.allclose(pooled, features[:, :feature_map.shape[3]], rtol=1e-4, atol=1e-5):
+            return spatial, [int(size) for size in feature_map.shape[1:]]
+    if configured:
+        raise PipelineError(f"config key backbone.spatial_tensor: the global average of {configured} "
+                            f"{list(feature_map.shape[1:])} is not the bottleneck")
+    return None, None
+
+
 def prepare(kind, source, output_pb, output_json, input_size, input_range, untrained,
-            graph_member, input_tensor, bottleneck_tensor, extra_endpoints):
+            graph_member, input_tensor, bottleneck_tensor, extra_endpoints, spatial_tensor=None):
     """Write backbone.pb and backbone.json from a checkpoint or a frozen graph; return the feature width."""
     if kind == "inception_v3":
-        graph_def, output = freeze_inception_v3(find_checkpoint(source), input_size, extra_endpoints)
+        graph_def, output, spatial = freeze_inception_v3(find_checkpoint(source), input_size, extra_endpoints)
         input_tensor = "input:0"
     else:
-        graph_def, output = cut_frozen_graph(load_graph_def(find_graph(source, graph_member)),
-                                             input_tensor, bottleneck_tensor, extra_endpoints)
+        original = load_graph_def(find_graph(source, graph_member))
+        graph_def, output = cut_frozen_graph(original, input_tensor, bottleneck_tensor, extra_endpoints)
+        spatial = spatial_source(original, bottleneck_tensor, spatial_tensor)
         input_tensor = tensor_name(input_tensor)
     probe = GraphModel(graph_def, input_tensor, output)
     width = int(np.prod(probe(np.zeros((1, input_size, input_size, 3), np.float32)).shape[1:]))
+    # Inception V3's PreLogits is Mixed_7c's global average at sizes up to 299 only: beyond, no map is recorded.
+    spatial, spatial_shape = check_spatial(graph_def, input_tensor, output, spatial, input_size,
+                                           spatial_tensor if kind != "inception_v3" else None)
     atomic.write_bytes(output_pb, graph_def.SerializeToString(deterministic=True))
     atomic.write_json(output_json, {
         "kind": kind,
@@ -187,6 +251,8 @@ def prepare(kind, source, output_pb, output_json, input_size, input_range, untra
         "bottleneck_tensor": output,
         "bottleneck_size": width,
         "extra_endpoints": list(extra_endpoints),
+        "spatial_tensor": spatial,
+        "spatial_shape": spatial_shape,
         "input_size": input_size,
         "input_range": [float(value) for value in input_range],
         "untrained": bool(untrained),
@@ -217,6 +283,8 @@ def main(argv=None):
     prep.add_argument("--bottleneck-tensor", default="", help="frozen_graph: bottleneck tensor name")
     prep.add_argument("--extra-endpoints", nargs="*", default=[],
                       help="end points (inception_v3) or tensors (frozen_graph) to pool and append")
+    prep.add_argument("--spatial-tensor", default="", help="frozen_graph: the feature map the bottleneck "
+                      "globally averages (default: the input of the bottleneck's pooling op)")
     args = parser.parse_args(argv)
     if args.command == "untrained":
         make_untrained_inception_v3(args.output, args.seed, args.size)
@@ -224,7 +292,8 @@ def main(argv=None):
         return
     width = prepare(args.kind, args.source, args.output_pb, args.output_json, args.input_size,
                     args.input_range, args.untrained, args.graph_member or None,
-                    args.input_tensor or None, args.bottleneck_tensor or None, args.extra_endpoints)
+                    args.input_tensor or None, args.bottleneck_tensor or None, args.extra_endpoints,
+                    args.spatial_tensor or None)
     print(f"wrote {args.output_pb}: features of {width} values")
 
 

@@ -479,10 +479,18 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------ console and report additions
-# (branch `console`, issue 15: the misclassified-images gallery of each experiment)
+# The misclassified-images gallery of each experiment
 def console_report_targets():
     return [
         LAYOUT.experiment_report(experiment, "misclassified.png")
+        for experiment in EXPERIMENTS
+    ]
+
+
+# Saliency overlays of each experiment's test images (workflow/rules/explain.smk)
+def explain_targets():
+    return [
+        LAYOUT.experiment_report(experiment, "explained.png")
         for experiment in EXPERIMENTS
     ]
 

@@ -52,6 +52,7 @@ rule backbone:
         member=config["backbone"]["graph_member"] or "",
         input_tensor=config["backbone"]["input_tensor"] or "",
         bottleneck_tensor=config["backbone"]["bottleneck_tensor"] or "",
+        spatial_tensor=config["backbone"]["spatial_tensor"] or "",
         extra_endpoints=config["backbone"]["extra_endpoints"],
         untrained="--untrained" if UNTRAINED else "",
     shell:
@@ -59,7 +60,8 @@ rule backbone:
         " --output-pb {output.pb:q} --output-json {output.info:q} --input-size {params.size}"
         " --input-range {params.low} {params.high} {params.untrained}"
         " --graph-member={params.member:q} --input-tensor={params.input_tensor:q}"
-        " --bottleneck-tensor={params.bottleneck_tensor:q} --extra-endpoints {params.extra_endpoints:q}"
+        " --bottleneck-tensor={params.bottleneck_tensor:q} --spatial-tensor={params.spatial_tensor:q}"
+        " --extra-endpoints {params.extra_endpoints:q}"
         " > {log} 2>&1"
 
 
