@@ -190,3 +190,13 @@ def test_a_manifest_group_column_keeps_groups_in_one_fold(feature_files, tmp_pat
         assert len({folds[index] for index in range(60) if index % 12 == group}) == 1
     atomic.write_table(tmp_path / "plain.tsv", ["path", "sha256"], [row[:2] for row in rows])
     assert retrain.manifest_groups(str(tmp_path / "plain.tsv"), hashes) is None  # no column: plain stratified folds
+
+
+def test_an_mlp_fold_stops_early_on_rows_outside_its_held_out_fold():
+    labels = np.repeat(np.arange(3), 20)
+    assignment = crossval.fold_assignment(labels, 5)
+    held_out, rows = np.flatnonzero(assignment == 0), np.flatnonzero(assignment != 0)
+    train_rows, watched = retrain.early_stopping_split(rows, labels, None, 5)
+    assert not set(watched) & set(held_out) and not set(train_rows) & set(watched)
+    assert sorted([*train_rows, *watched]) == sorted(rows)
+    assert list(np.bincount(labels[watched], minlength=3)) == [4, 4, 4]  # 1/(k-1) of the 48 rows, stratified

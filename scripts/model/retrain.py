@@ -4,13 +4,14 @@ Two head kinds (settings train.head), each with its own keys (HEAD_KEYS):
   linear  a softmax layer alone: a multinomial logistic regression solved with L-BFGS;
   mlp     one ReLU hidden layer with dropout, then softmax: mini-batches, early stopping.
 The head is trained once per stratified fold of training + validation (the held-out fold
-scored as deployed, averaging the test-time views), then refit on all of training +
-validation; the MLP's refit runs the folds' median best epoch. Written in NumPy:
+scored as deployed, averaging the test-time views; an MLP stops early on an inner part of
+the other folds), then refit on all of training + validation; the MLP's refit runs the
+folds' median best epoch. Written in NumPy:
 bit-for-bit reproducible on one machine for a given seed; TensorFlow is not needed
 (TensorBoard events are written with TensorBoard's own protos).
 
 Outputs: head.npz (the refit head, scripts/core/head.py), history.csv (the first fold's
-curves: trained on the other folds, validated on it), TensorBoard events, metrics.json
+curves: validated on the held-out fold for a linear head, on the early-stopping part for an MLP), TensorBoard events, metrics.json
 (with "cv": the folds' mean, std and values), test_predictions.npz (the refit head's
 test-split softmax) and oof_predictions.npz (the out-of-fold logits over training +
 validation).
@@ -359,15 +360,26 @@ def cross_validate(views, augmented, num_classes, settings, folds_requested, gro
     trainings = []
     for fold in range(folds):
         held_out, rows = np.flatnonzero(assignment == fold), np.flatnonzero(assignment != fold)
-        log(f"fold {fold + 1}/{folds}: {len(rows)} images to train on, {len(held_out)} held out")
-        head, history, summary = fit(views, rows, augmented, held_out, num_classes, settings, log)
+        # A linear head never looks at its validation rows (they only fill history.csv); an MLP stops
+        # early on an inner part of the training folds, so the held-out fold stays unseen.
+        rows, watched = (early_stopping_split(rows, labels, groups, folds) if settings["head"] == "mlp"
+                         else (rows, held_out))
+        log(f"fold {fold + 1}/{folds}: {len(rows)} images to train on, {len(held_out)} held out"
+            + (f", {len(watched)} for early stopping" if settings["head"] == "mlp" else ""))
+        head, history, summary = fit(views, rows, augmented, watched, num_classes, settings, log)
         probabilities[held_out] = head_lib.view_probabilities(head, [view["features"][held_out] for view in views])
         trainings.append({"history": history, "summary": summary})
     return probabilities, assignment, trainings
 
 
+def early_stopping_split(rows, labels, groups, folds):
+    """(rows to train on, rows to stop early on): one inner stratified fold of a fold's training rows."""
+    inner = crossval.fold_assignment(labels[rows], max(2, folds - 1), None if groups is None else groups[rows])
+    return rows[inner != 0], rows[inner == 0]
+
+
 def refit_settings(settings, trainings):
-    """The refit's settings: an MLP runs the folds' median best epoch (no held-out part left to stop on)."""
+    """The refit's settings: an MLP runs the folds' median best epoch (no part left to stop on)."""
     if settings["head"] != "mlp":
         return settings
     best_epochs = [training["summary"]["best_epoch"] for training in trainings]
