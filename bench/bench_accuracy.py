@@ -29,6 +29,7 @@ sys.path.insert(0, REPO)
 from scripts.core import formats  # noqa: E402
 
 BACKBONE = {"kind": "frozen_graph", "source": os.path.join(SHARED, "weights", "mobilenet_v1_0.25_224_frozen.tgz"),
+            "sha256": "1cddeede49eb35af36061aaa66bf643b81f7ea89abc85f6ffef8f0bf00891756",
             "graph_member": "mobilenet_v1_0.25_224/frozen_graph.pb", "input_tensor": "input",
             "bottleneck_tensor": "MobilenetV1/Logits/AvgPool_1a/AvgPool", "input_size": 224,
             "input_range": [-1.0, 1.0]}
