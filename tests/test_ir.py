@@ -57,7 +57,7 @@ def exported(tmp_path_factory):
     files = ("head.npz", "history.csv", "tb", "metrics.json", "test_predictions.npz", "oof_predictions.npz")
     outputs = {name: str(root / "model" / file) for name, file in zip(names, files)}
     retrain.run({**split_features, "augmented": [], "train_views": [], "validation_views": [], "test_views": test_views},
-                setup["labels"], setup["json"], {"train": LINEAR, "selection": {"folds": 3}}, outputs, "x")
+                setup["labels"], setup["json"], {"train": {**LINEAR, "l2": "auto"}, "selection": {"folds": 3}}, outputs, "x")
     head = outputs["head"]
     model = {name: str(root / "model" / file) for name, file in (
         ("pb", "frozen_model.pb"), ("json", "model.json"), ("labels", "labels.json"),
