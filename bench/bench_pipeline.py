@@ -6,7 +6,7 @@ Runs the real Snakemake in a fresh folder for each config, side by side in one r
     MobileNet V1, a sweep of 8 experiments), unless --offline-only,
 each to the `evaluated` target (every experiment trained and scored, the selected one
 frozen, exported and evaluated; the benchmarks, whose length is configured, and the
-report are left out), then changes train.learning_rate and times the rerun to the same
+report are left out), then changes train.mlp.learning_rate and times the rerun to the same
 target. A head-only change sends no image through a backbone: the rerun lists its jobs.
 Ends with one line per config:
 
@@ -60,12 +60,12 @@ def measure(title, config_name, folder, cores):
     base = config_copy(config_name, folder)
     full_seconds, full_jobs = snakemake(workdir, [base], cores)
     with open(os.path.join(REPO, "config.yaml"), encoding="utf-8") as handle:
-        learning_rate = yaml.safe_load(handle)["train"]["learning_rate"]
+        learning_rate = yaml.safe_load(handle)["train"]["mlp"]["learning_rate"]
     with open(base, encoding="utf-8") as handle:
-        learning_rate = (yaml.safe_load(handle).get("train") or {}).get("learning_rate", learning_rate)
+        learning_rate = ((yaml.safe_load(handle).get("train") or {}).get("mlp") or {}).get("learning_rate", learning_rate)
     edit = os.path.join(folder, f"{title.split()[0]}-lr.yaml")
     with open(edit, "w", encoding="utf-8") as handle:
-        yaml.safe_dump({"train": {"learning_rate": learning_rate * 3}}, handle)
+        yaml.safe_dump({"train": {"mlp": {"learning_rate": learning_rate * 3}}}, handle)
     rerun_seconds, rerun_jobs = snakemake(workdir, [base, edit], cores)
     return full_seconds, full_jobs, rerun_seconds, rerun_jobs
 

@@ -189,9 +189,23 @@ def _cell(value):
     return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else json.dumps(value)
 
 
+CV_COLUMNS = ("cv_accuracy_mean", "cv_accuracy_std", "cv_log_loss_mean", "cv_folds")
+
+
+def cv_cells(metrics):
+    """The cross-validation's figures (empty for a fine-tuned experiment, which has none)."""
+    cv = metrics.get("cv")
+    if not cv:
+        return [""] * len(CV_COLUMNS)
+    return [f"{cv['accuracy']['mean']:.4f}", f"{cv['accuracy']['std']:.4f}", f"{cv['log_loss']['mean']:.4f}",
+            cv["folds"]]
+
+
 def experiments(names, metrics_paths, evaluation_groups, output, selected=None):
     """One row per experiment: the settings that differ between experiments (one column
-    each), its accuracies and its IR accuracies; the one selected on validation marked."""
+    each), its cross-validation and accuracies and its IR accuracies; the selected one marked.
+    validation_accuracy: a head's out-of-fold accuracy on the validation images (a fine-tuned
+    experiment's plain validation split)."""
     all_metrics = [atomic.read_json(path) for path in metrics_paths]
     varying = differing_settings([metrics.get("settings", {}) for metrics in all_metrics])
     chosen = atomic.read_json(selected).get("experiment") if selected else None
@@ -204,13 +218,13 @@ def experiments(names, metrics_paths, evaluation_groups, output, selected=None):
         settings = flatten(metrics.get("settings", {}))
         rows.append([name, "yes" if name == chosen else "", metrics.get("mode", ""),
                      *(_cell(settings.get(setting)) for setting in varying),
-                     metrics["training"]["best_epoch"],
+                     metrics["training"]["best_epoch"], *cv_cells(metrics),
                      f"{metrics['splits']['validation']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['macro_f1']:.4f}",
                      " ".join(f"{precision}={value:.4f}" for precision, value in sorted(ir.items())),
                      metrics["note"]])
-    atomic.write_table(output, ["experiment", "selected", "mode", *varying, "best_epoch", "validation_accuracy",
+    atomic.write_table(output, ["experiment", "selected", "mode", *varying, "best_epoch", *CV_COLUMNS, "validation_accuracy",
                                 "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows)
 
 

@@ -130,6 +130,16 @@ def audit_line(results, display):
     return "Audit: " + "; ".join(parts) if parts else None
 
 
+def selection_figure(metrics):
+    """The figure the selection compares: the cross-validated accuracy "mean ± std", or a fine-tuned
+    experiment's validation accuracy (it has no folds)."""
+    cv = metrics.get("cv", {}).get("accuracy")
+    if cv:
+        return f"{_accuracy(cv['mean'])} ± {cv['std']:.4f}"
+    validation = metrics.get("splits", {}).get("validation", {}).get("accuracy")
+    return NO_VALUE if validation is None else f"{_accuracy(validation)} (validation)"
+
+
 def experiment_rows(results, experiments, metrics_by_experiment, selected):
     rows = []
     for name in experiments:
@@ -138,8 +148,7 @@ def experiment_rows(results, experiments, metrics_by_experiment, selected):
             continue
         splits = metrics.get("splits", {})
         rows.append([("* " if name == selected else "  ") + name, metrics.get("mode", NO_VALUE),
-                     _accuracy(splits.get("validation", {}).get("accuracy")),
-                     _accuracy(splits.get("test", {}).get("accuracy"))])
+                     selection_figure(metrics), _accuracy(splits.get("test", {}).get("accuracy"))])
     return rows
 
 
@@ -202,9 +211,11 @@ def summary_text(experiments, results="results", current=None, report_command=No
     rows = experiment_rows(results, experiments, metrics_by_experiment, selected)
     if rows:
         lines += [""] * bool(lines) + ["Accuracy of the retrained model per experiment:",
-                  *table(["experiment", "mode", "validation", "test"], rows)]
+                  *table(["experiment", "mode", "cross-validated", "test"], rows)]
         if selected in experiments:
-            lines.append(f"  * selected on validation accuracy ({display(results.path('selected.json'))})")
+            metric = (results.json("selected.json") or {}).get("metric", "cv_accuracy")
+            lines.append(f"  * selected by cross-validation ({metric}, the simplest within one standard error;"
+                         f" {display(results.path('selected.json'))})")
     deployed = [selected] if selected in experiments else []
     deployed += [name for name in experiments if name not in deployed]
     for name in deployed:

@@ -49,9 +49,18 @@ def metrics(experiment, untrained=False, settings=None, accuracy=(0.9, 0.8), mod
             "mode": mode,
             "settings": settings or {"hidden_units": 0, "dropout": 0.0, "optimizer": "adam", "learning_rate": 0.001,
                                      "epochs": 100, "batch_size": 64, "l2": 0.0001, "class_weighting": "none",
-                                     "early_stopping_patience": 20, "seed": 0},
+                                     "patience": 20, "seed": 0},
             "training": {"epochs_run": 30, "best_epoch": 20, "monitored": "validation", "stopped_early": True},
-            "splits": splits}
+            "splits": splits, **({"cv": cv_record(accuracy[0])} if mode == "head" else {})}
+
+
+def cv_record(accuracy, std=0.02, folds=5):
+    """metrics.json's "cv" (retrain's cross-validation) around a mean accuracy."""
+    values = [accuracy + std * sign for sign in (-1, 1, 0, -1, 1)][:folds]
+    entry = {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": values}
+    return {"folds": folds, "images": 90, "grouped": False, "groups": None, "best_epochs": [20] * folds,
+            "accuracy": entry, "macro_f1": entry, "balanced_accuracy": entry,
+            "log_loss": {"mean": 0.3, "std": 0.05, "folds": [0.3] * folds}}
 
 
 def write_history(path, epochs=30):
@@ -152,7 +161,7 @@ def write_run(results, experiments=("default",), selected="default", untrained=F
         candidates[experiment] = accuracy[0]
     if selected:
         atomic.write_json(os.path.join(results, "selected.json"),
-                          {"experiment": selected, "metric": "validation_accuracy", "value": candidates[selected],
+                          {"experiment": selected, "metric": "cv_accuracy", "value": candidates[selected],
                            "candidates": candidates})
     for experiment in deployed:
         write_deployment(results, experiment, untrained=untrained)

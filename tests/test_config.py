@@ -44,16 +44,22 @@ def test_the_default_config_is_valid_and_its_defaults_are_written_once(config):
 @pytest.mark.parametrize("overrides, key, words", [
     ({"split__validation": 1.5}, "split.validation", "maximum"),
     ({"dataset__layout": "tree"}, "dataset.layout", "folders, filename"),
-    ({"train__optimizer": "rmsprop"}, "train.optimizer", "sgd, momentum, adam"),
-    ({"train__learning_rate": -1}, "train.learning_rate", "minimum"),
+    ({"train__mlp__optimizer": "rmsprop"}, "train.mlp.optimizer", "sgd, momentum, adam"),
+    ({"train__mlp__learning_rate": -1}, "train.mlp.learning_rate", "minimum"),
+    ({"train__head": "svm"}, "train.head", "linear, mlp"),
+    ({"train__linear__learning_rate": 0.1}, "train.linear", "learning_rate"),  # a key the linear head never reads
+    ({"train__mlp__max_iterations": 10}, "train.mlp", "max_iterations"),
+    ({"train__linear__l2": "big"}, "train.linear.l2", "not valid"),
+    ({"selection__folds": 1}, "selection.folds", "minimum"),
+    ({"selection__metric": "validation_accuracy"}, "selection.metric", "cv_accuracy, cv_macro_f1"),
     ({"tfrecords__shards": {"train": 0, "validation": 1, "test": 1}}, "tfrecords.shards.train", "minimum"),
     ({"export__precisions": ["FP64"]}, "export.precisions.0", "FP32"),
     ({"preprocess__central_fraction": 0}, "preprocess.central_fraction", "minimum"),
     ({"augment__test_time": "all"}, "augment.test_time", "none, flip, dihedral"),
-    ({"sweep": {"train.hidden_units": []}}, "sweep.train.hidden_units", "non-empty"),
+    ({"sweep": {"train.head": []}}, "sweep.train.head", "non-empty"),
     ({"sweep": {"backbone.kind": [1]}}, "sweep", "backbone.kind"),
     ({"dataset__sha256": "abc"}, "dataset.sha256", "match"),
-    ({"train__learning_rat": 0.1}, "train", "learning_rat"),
+    ({"train__mlp__learning_rat": 0.1}, "train.mlp", "learning_rat"),
     ({"colour": "red"}, "(top level)", "colour"),
 ])
 def test_schema_violations_name_the_key(config, overrides, key, words):
@@ -89,14 +95,14 @@ def test_frozen_graph_needs_its_tensors(config):
 
 
 def test_experiments_override_train_keys_and_are_checked(config):
-    config["experiments"] = {"fast": {"train": {"learning_rate": 0.01}}, "default": {}}
+    config["experiments"] = {"fast": {"train": {"head": "mlp", "mlp": {"learning_rate": 0.01}}}, "default": {}}
     config["sweep"] = None
     check_config(config, SCHEMA)
-    assert experiment_settings(config, "fast")["train"]["learning_rate"] == 0.01
-    assert experiment_settings(config, "fast")["train"]["epochs"] == config["train"]["epochs"]
+    assert experiment_settings(config, "fast")["train"]["mlp"]["learning_rate"] == 0.01
+    assert experiment_settings(config, "fast")["train"]["mlp"]["epochs"] == config["train"]["mlp"]["epochs"]
     assert experiment_settings(config, "default")["train"] == config["train"]
-    config["experiments"]["fast"]["train"]["optimiser"] = "adam"
-    with pytest.raises(PipelineError, match=r"^config key experiments.fast.train: unknown key"):
+    config["experiments"]["fast"]["train"]["mlp"]["optimiser"] = "adam"
+    with pytest.raises(PipelineError, match=r"^config key experiments.fast.train.mlp: unknown key"):
         check_config(config, SCHEMA)
 
 
@@ -125,20 +131,22 @@ def test_snakemake_stops_before_any_job_with_one_line(tmp_path):
 
 def test_the_sweep_multiplies_every_experiment_and_names_the_points(config):
     config["experiments"] = {"default": {}}
-    config["sweep"] = {"preprocess.central_fraction": [1.0, 0.875], "train.hidden_units": [0, 256]}
+    assert list(expand_experiments(config)) == ["crop1.0-linear", "crop1.0-mlp", "crop0.875-linear", "crop0.875-mlp"]
+    config["sweep"] = {"preprocess.central_fraction": [1.0, 0.875], "train.mlp.hidden_units": [64, 256]}
     names = list(expand_experiments(config))
-    assert names == ["crop1.0-hidden0", "crop1.0-hidden256", "crop0.875-hidden0", "crop0.875-hidden256"]
-    settings = experiment_settings(config, "crop0.875-hidden256")
-    assert settings["preprocess"]["central_fraction"] == 0.875 and settings["train"]["hidden_units"] == 256
-    config["experiments"] = {"a": {"train": {"learning_rate": 0.01}}, "b": {}}
+    assert names == ["crop1.0-hidden64", "crop1.0-hidden256", "crop0.875-hidden64", "crop0.875-hidden256"]
+    settings = experiment_settings(config, "crop0.875-hidden256")  # a nested key: the others keep their defaults
+    assert settings["preprocess"]["central_fraction"] == 0.875 and settings["train"]["mlp"]["hidden_units"] == 256
+    assert settings["train"]["mlp"]["epochs"] == config["train"]["mlp"]["epochs"]
+    config["experiments"] = {"a": {"train": {"mlp": {"learning_rate": 0.01}}}, "b": {}}
     names = list(expand_experiments(config))
-    assert names[0] == "a-crop1.0-hidden0" and len(names) == 8
-    assert experiment_settings(config, "a-crop0.875-hidden0")["train"]["learning_rate"] == 0.01
+    assert names[0] == "a-crop1.0-hidden64" and len(names) == 8
+    assert experiment_settings(config, "a-crop0.875-hidden64")["train"]["mlp"]["learning_rate"] == 0.01
 
 
 def test_swept_values_are_checked_like_any_setting(config):
-    config["sweep"] = {"train.hidden_units": [0, -1]}
-    with pytest.raises(PipelineError, match=r"^config key experiments.hidden-1.train.hidden_units: -1 is less"):
+    config["sweep"] = {"train.mlp.hidden_units": [8, -1]}
+    with pytest.raises(PipelineError, match=r"^config key experiments.hidden-1.train.mlp.hidden_units: -1 is less"):
         check_config(config, SCHEMA)
 
 

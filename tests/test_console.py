@@ -209,9 +209,9 @@ def test_summary_of_a_whole_run(tmp_path):
     text = summary.summary_text(["default", "lr_big"], str(results), report_command="snakemake --report report.html")
     lines = text.splitlines()
     assert lines[0] == "Data: 120 images in 3 classes (train 81, validation 9, test 30); 2 rejected, 1 duplicates dropped"
-    assert re.search(r"^  \* default +head +0\.9000 +0\.8000$", text, re.MULTILINE)
-    assert re.search(r"^    lr_big +head +0\.8\d+ +0\.7\d+$", text, re.MULTILINE)
-    assert "* selected on validation accuracy" in text and "Deployment of default" in text
+    assert re.search(r"^  \* default +head +0\.9000 ± 0\.0\d+ +0\.8000$", text, re.MULTILINE)  # CV mean ± std
+    assert re.search(r"^    lr_big +head +0\.8\d+ ± 0\.0\d+ +0\.7\d+$", text, re.MULTILINE)
+    assert "* selected by cross-validation (cv_accuracy" in text and "Deployment of default" in text
     assert "Deployment of lr_big" not in text  # deployed: the selected experiment only
     for precision, accuracy, latency, throughput in (("FP32", "0.8000", "30.0", "33.0"), ("INT8", "0.7800", "10.0", "99.0")):
         xml = f"{results}/default/ir/{precision}/model.xml"
@@ -395,7 +395,7 @@ def test_another_data_set_or_backbone_in_the_same_folder_is_refused(synthetic_ru
 
 
 def test_training_settings_are_not_part_of_the_identity(synthetic_run, tmp_path):
-    config = write_yaml(tmp_path / "lr.yaml", {"train": {"learning_rate": 0.01}, "split": {"test": 0.25},
+    config = write_yaml(tmp_path / "lr.yaml", {"train": {"mlp": {"learning_rate": 0.01}}, "split": {"test": 0.25},
                                                "benchmark": {"seconds": 1}})
     snakemake(synthetic_run, "-n", configfiles=[OFFLINE, config])
 

@@ -8,12 +8,13 @@ the jobs up to the selection.
 import filecmp
 import glob
 import os
+import re
 import signal
 import time
 
 import numpy as np
 import pytest
-from conftest import OFFLINE, REPO, planned_jobs, selected, snakemake, start, write_yaml
+from conftest import OFFLINE, REPO, job_counts, planned_jobs, selected, snakemake, start, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +22,30 @@ DATA_RULES = {"synthetic_images", "download", "extract", "structure", "split", "
 BACKBONE_RULES = {"untrained_backbone", "backbone", "backbone_ir"}
 FEATURE_RULES = {"bottleneck_shard", "gather_bottlenecks"}
 UPSTREAM_OF_TRAINING = DATA_RULES | BACKBONE_RULES | FEATURE_RULES
-SWEEP_SIZE = 4  # config.yaml's default sweep: 2 crops x 2 heads
+SWEEP_SIZE = 4  # config.yaml's default sweep: 2 crops x 2 heads (linear, mlp)
+MLP_EXPERIMENTS = 2  # one per crop
 
 
-def test_changing_the_learning_rate_reruns_training_and_below_only(offline_run, tmp_path):
-    jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "lr.yaml", {"train": {"learning_rate": 0.01}}))
-    assert jobs["retrain"] == SWEEP_SIZE and jobs["select"] == 1
+def test_changing_the_mlp_learning_rate_replans_only_the_mlp_experiments(offline_run, tmp_path):
+    edit = {"train": {"mlp": {"learning_rate": 0.01}}}
+    result = snakemake(offline_run, "-n", configfiles=[OFFLINE, write_yaml(tmp_path / "lr.yaml", edit)])
+    jobs = job_counts(result.stdout + result.stderr)
+    assert jobs["retrain"] == MLP_EXPERIMENTS and jobs["select"] == 1
+    retrained = set(re.findall(r"results/([^/\s]+)/model/head\.npz", result.stdout))
+    assert retrained == {"crop1.0-mlp", "crop0.875-mlp"}  # the linear heads do not read a learning rate
     assert not UPSTREAM_OF_TRAINING & set(jobs)
     assert "report_data" not in jobs
+
+
+def test_changing_augment_flip_without_copies_replans_no_training_job(offline_run, tmp_path):
+    jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "flip.yaml", {"augment": {"flip": False}}))
+    assert not {"retrain", "select", "finetune"} & set(jobs)
+    assert not UPSTREAM_OF_TRAINING & set(jobs)
+
+
+def test_changing_the_folds_reruns_every_head_and_nothing_upstream(offline_run, tmp_path):
+    jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "folds.yaml", {"selection": {"folds": 3}}))
+    assert jobs["retrain"] == SWEEP_SIZE and not UPSTREAM_OF_TRAINING & set(jobs)
 
 
 def test_changing_the_preprocessing_reruns_the_features_never_the_data(offline_run, tmp_path):
@@ -62,8 +79,9 @@ def test_new_experiments_share_data_and_features(offline_run):
 
 def test_test_time_views_add_only_their_view_features(offline_run, tmp_path):
     jobs = planned_jobs(offline_run, OFFLINE, write_yaml(tmp_path / "tta.yaml", {"augment": {"test_time": "flip"}}))
-    # View 4 of the validation and test shards, and of the test shard at FP16 and INT8, for each crop.
-    assert jobs["bottleneck_shard"] == 2 * (2 + 2)
+    # View 4 of every shard (train too: cross-validation scores held-out folds as deployed), and of the
+    # test shard at FP16 and INT8, for each crop.
+    assert jobs["bottleneck_shard"] == 2 * (6 + 2)
     assert not (DATA_RULES | BACKBONE_RULES) & set(jobs)
 
 
@@ -141,7 +159,7 @@ def test_adding_a_device_adds_only_its_benchmark_jobs(offline_run, tmp_path):
 
 
 @pytest.mark.parametrize("target, modules", [
-    ("model/head.npz", ["model/retrain.py", "core/head.py", "core/metrics.py", "core/records.py"]),
+    ("model/head.npz", ["model/retrain.py", "core/head.py", "core/metrics.py", "core/records.py", "core/crossval.py"]),
     ("model/frozen_model.pb", ["model/freeze.py", "core/head.py", "core/images.py", "core/inference.py"]),
 ])
 def test_code_inputs_include_the_project_modules_a_stage_imports(offline_run, target, modules):

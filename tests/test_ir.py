@@ -11,7 +11,7 @@ import mobilenet
 import numpy as np
 import pytest
 from conftest import REPO
-from test_model import TRAIN_SETTINGS
+from test_model import LINEAR
 
 from scripts.core import atomic, formats, images, records
 from scripts.core import head as head_lib
@@ -53,11 +53,11 @@ def exported(tmp_path_factory):
                       for split in ("train", "validation", "test")}
     from scripts.model import retrain
     test_views = [features(setup, backbones["FP32"], "test", "view4", root)]
-    names = ("head", "history", "tensorboard", "metrics", "predictions")
-    files = ("head.npz", "history.csv", "tb", "metrics.json", "test_predictions.npz")
+    names = ("head", "history", "tensorboard", "metrics", "predictions", "oof")
+    files = ("head.npz", "history.csv", "tb", "metrics.json", "test_predictions.npz", "oof_predictions.npz")
     outputs = {name: str(root / "model" / file) for name, file in zip(names, files)}
-    retrain.run({**split_features, "augmented": [], "validation_views": [], "test_views": test_views},
-                setup["labels"], setup["json"], {"train": TRAIN_SETTINGS}, outputs, "x")
+    retrain.run({**split_features, "augmented": [], "train_views": [], "validation_views": [], "test_views": test_views},
+                setup["labels"], setup["json"], {"train": {**LINEAR, "l2": "auto"}, "selection": {"folds": 3}}, outputs, "x")
     head = outputs["head"]
     model = {name: str(root / "model" / file) for name, file in (
         ("pb", "frozen_model.pb"), ("json", "model.json"), ("labels", "labels.json"),

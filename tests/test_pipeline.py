@@ -17,10 +17,11 @@ def test_offline_default_runs_end_to_end_with_an_untrained_backbone(offline_run)
     results = offline_run / "results"
     chosen = selected(offline_run)
     choice = atomic.read_json(results / "selected.json")
-    assert choice["metric"] == "validation_accuracy" and len(choice["candidates"]) == 4  # the default sweep
+    assert choice["metric"] == "cv_accuracy" and len(choice["candidates"]) == 4  # the default sweep
     metrics = atomic.read_json(results / chosen / "model" / "metrics.json")
     assert metrics["untrained_backbone"] is True and metrics["note"] == "untrained backbone"
-    assert choice["value"] == metrics["splits"]["validation"]["accuracy"]
+    assert choice["value"] == metrics["cv"]["accuracy"]["mean"] and metrics["cv"]["folds"] == 5
+    assert (results / chosen / "model" / "oof_predictions.npz").exists()
     assert atomic.read_json(results / chosen / "model" / "model.json")["note"] == "untrained backbone"
     assert atomic.read_json(results / "backbone" / "backbone.json")["bottleneck_size"] == 2048
     # Three drawn classes that even random features can separate: far above chance (1/3).

@@ -74,7 +74,7 @@ def test_experiments_table_has_one_column_per_setting_that_differs(tmp_path):
         paths.append(str(tmp_path / f"{name}.json"))
         atomic.write_json(paths[-1], fabricated.metrics(name, settings=settings))
     selected = tmp_path / "selected.json"
-    atomic.write_json(selected, {"experiment": "lr_small", "metric": "validation_accuracy", "value": 0.9,
+    atomic.write_json(selected, {"experiment": "lr_small", "metric": "cv_accuracy", "value": 0.9,
                                  "candidates": {}})
     report.experiments(list(variants), paths, [[], [], []], str(tmp_path / "experiments.csv"), str(selected))
     rows = atomic.read_table(tmp_path / "experiments.csv")
@@ -86,6 +86,7 @@ def test_experiments_table_has_one_column_per_setting_that_differs(tmp_path):
     assert by_name["hidden"]["hidden_units"] == "128" and by_name["default"]["hidden_units"] == "0"
     assert by_name["lr_small"]["learning_rate"] == "0.0003" and by_name["default"]["augment.flip"] == ""
     assert [row["selected"] for row in rows] == ["", "yes", ""] and by_name["default"]["mode"] == "head"
+    assert by_name["default"]["cv_accuracy_mean"] == "0.9000" and by_name["default"]["cv_folds"] == "5"
 
 
 def test_a_single_experiment_has_no_setting_columns(tmp_path):

@@ -39,7 +39,7 @@ def test_backbone_irs_and_deployed_irs_are_byte_identical_across_processes(twice
     for suffix in (".xml", ".bin"):
         assert filecmp.cmp(tmp_path / "a" / f"backbone{suffix}", tmp_path / "b" / f"backbone{suffix}", shallow=False)
     # A deployed IR: the backbone IR with a head and two test-time views appended.
-    from test_model import TRAIN_SETTINGS
+    from test_model import LINEAR
 
     from scripts.model import retrain
     xml = str(tmp_path / "a" / "backbone.xml")
@@ -50,11 +50,11 @@ def test_backbone_irs_and_deployed_irs_are_byte_identical_across_processes(twice
                                   "bilinear", 8, 1)
     outputs = {name: str(tmp_path / "model" / file) for name, file in (
         ("head", "head.npz"), ("history", "history.csv"), ("tensorboard", "tb"), ("metrics", "metrics.json"),
-        ("predictions", "test_predictions.npz"))}
+        ("predictions", "test_predictions.npz"), ("oof", "oof_predictions.npz"))}
     retrain.run({"train": feature_paths[("train", "plain")], "validation": feature_paths[("validation", "plain")],
-                 "test": feature_paths[("test", "plain")], "augmented": [], "validation_views": [],
+                 "test": feature_paths[("test", "plain")], "augmented": [], "train_views": [], "validation_views": [],
                  "test_views": [feature_paths[("test", "view4")]]}, setup["labels"], setup["json"],
-                {"train": TRAIN_SETTINGS}, outputs, "x")
+                {"train": LINEAR, "selection": {"folds": 3}}, outputs, "x")
     for name in ("a", "b"):
         run("scripts.deploy.ir", "--backbone-xml", xml, "--head", outputs["head"], "--backbone-json",
             setup["json"], "--labels", setup["labels"], "--views", "0", "4", "--central-fraction", "1.0",

@@ -12,7 +12,7 @@ import sys
 import mobilenet
 import pytest
 from conftest import REPO
-from test_model import TRAIN_SETTINGS
+from test_model import LINEAR
 
 from scripts.core import atomic
 
@@ -57,14 +57,14 @@ def test_openvino_and_numpy_stages_run_without_tensorflow(blocked, setup, tmp_pa
     run_blocked(blocked, "scripts.model.bottlenecks", "gather", "--output", str(tmp_path / "all.npz"),
                 features["validation"], features["test"])
     model = tmp_path / "model"
-    settings = json.dumps({"train": TRAIN_SETTINGS})
+    settings = json.dumps({"train": LINEAR, "selection": {"folds": 3}})
     run_blocked(blocked, "scripts.model.retrain", "train", "--train", features["train"], "--validation",
                 features["validation"], "--test", features["test"], "--labels", setup["labels"], "--backbone-json",
                 setup["json"], "--settings", settings, "--experiment", "x", "--output-head", str(model / "head.npz"),
                 "--output-history", str(model / "history.csv"), "--output-tensorboard", str(model / "tb"),
                 "--output-metrics", str(model / "metrics.json"), "--output-predictions",
-                str(model / "test_predictions.npz"))
-    run_blocked(blocked, "scripts.model.select", "--metric", "validation_accuracy", "--output",
+                str(model / "test_predictions.npz"), "--output-oof", str(model / "oof_predictions.npz"))
+    run_blocked(blocked, "scripts.model.select", "--metric", "cv_accuracy", "--output",
                 str(tmp_path / "selected.json"), "--experiments", f"x={model / 'metrics.json'}")
     deployed = tmp_path / "deployed"
     run_blocked(blocked, "scripts.deploy.ir", "--backbone-xml", xml, "--head", str(model / "head.npz"),

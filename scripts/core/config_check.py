@@ -63,8 +63,10 @@ def deep_merge(base, override):
 # The sections an experiment (and the sweep) may override.
 EXPERIMENT_SECTIONS = ("preprocess", "augment", "train", "finetune", "export")
 # Short names of swept keys in experiment names, e.g. "crop0.875-hidden512".
+# The head kind stands alone: "crop1-linear", "crop0.875-mlp".
 SHORT_NAMES = {"central_fraction": "crop", "hidden_units": "hidden", "learning_rate": "lr",
-               "test_time": "tta", "copies": "aug", "enabled": "finetune", "class_weighting": "weights"}
+               "test_time": "tta", "copies": "aug", "enabled": "finetune", "class_weighting": "weights",
+               "head": ""}
 
 
 def sweep_points(sweep):
@@ -78,7 +80,7 @@ def sweep_points(sweep):
 def point_name(point):
     parts = []
     for key, value in point.items():
-        leaf = key.split(".", 1)[1]
+        leaf = key.rsplit(".", 1)[1]
         text = {True: "yes", False: "no", None: "none"}.get(value, value) if isinstance(value, (bool, type(None))) \
             else value
         parts.append(f"{SHORT_NAMES.get(leaf, leaf)}{text}")
@@ -86,11 +88,14 @@ def point_name(point):
 
 
 def apply_point(override, point):
-    """An experiment's override with one sweep point's values set."""
+    """An experiment's override with one sweep point's values set ("train.mlp.dropout" sets a nested key)."""
     merged = copy.deepcopy(override or {})
     for key, value in point.items():
-        section, leaf = key.split(".", 1)
-        merged.setdefault(section, {})[leaf] = value
+        *parents, leaf = key.split(".")
+        node = merged
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
     return merged
 
 
@@ -163,7 +168,8 @@ def experiment_errors(config, schema):
     for name in expanded:
         settings = experiment_settings(config, name, expanded)
         for section in EXPERIMENT_SECTIONS:
-            lines += schema_errors(settings[section], definitions[section], prefix=f"experiments.{name}.{section}")
+            section_schema = {**definitions[section], "definitions": definitions}  # for its $refs
+            lines += schema_errors(settings[section], section_schema, prefix=f"experiments.{name}.{section}")
         finetune = settings["finetune"]
         if finetune["enabled"] and not finetune["trainable"]:
             lines.append(f"config key experiments.{name}.finetune.trainable: required when finetune.enabled is true "

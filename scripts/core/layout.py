@@ -135,6 +135,10 @@ class Layout:
     def test_predictions(self, experiment):
         return posixpath.join(self.model_dir(experiment), "test_predictions.npz")
 
+    def oof_predictions(self, experiment):
+        """Out-of-fold logits over training + validation, from the head's cross-validation."""
+        return posixpath.join(self.model_dir(experiment), "oof_predictions.npz")
+
     def finetuned(self, experiment, name):
         """A fine-tuned experiment's file: backbone.pb, backbone.json, head.npz, history.csv, metrics.json, ..."""
         return posixpath.join(self.finetune_dir(experiment), name)

@@ -1,17 +1,24 @@
-"""Retrain the final layer on cached bottlenecks, with validation-based early stopping.
+"""Retrain the final layer on cached bottlenecks: cross-validated, then refit (docs/selection.md).
 
-Written in NumPy: a softmax layer (optionally after one ReLU hidden layer with dropout)
-is small enough that plain mini-batch training is fast, and it is bit-for-bit
-reproducible on one machine for a given seed. TensorFlow is not needed (TensorBoard
-events are written with TensorBoard's own protos).
+Two head kinds (settings train.head), each with its own keys (HEAD_KEYS):
+  linear  a softmax layer alone: a multinomial logistic regression solved with L-BFGS;
+  mlp     one ReLU hidden layer with dropout, then softmax: mini-batches, early stopping.
+The head is trained once per stratified fold of training + validation (the held-out fold
+scored as deployed, averaging the test-time views; an MLP stops early on an inner part of
+the other folds), then refit on all of training + validation; the MLP's refit runs the
+folds' median best epoch. Written in NumPy:
+bit-for-bit reproducible on one machine for a given seed; TensorFlow is not needed
+(TensorBoard events are written with TensorBoard's own protos).
 
-Outputs: head.npz (scripts/core/head.py), history.csv, TensorBoard events, metrics.json,
-test_predictions.npz (the trained model's test-split softmax, from the cached features).
-Validation and test metrics average the probabilities of the test-time views given.
+Outputs: head.npz (the refit head, scripts/core/head.py), history.csv (the first fold's
+curves: validated on the held-out fold for a linear head, on the early-stopping part for an MLP), TensorBoard events, metrics.json
+(with "cv": the folds' mean, std and values), test_predictions.npz (the refit head's
+test-split softmax) and oof_predictions.npz (the out-of-fold logits over training +
+validation).
 
     python -m scripts.model.retrain train --train T --validation V --test X --labels L \
         --backbone-json B --settings JSON --experiment NAME --output-head H --output-history C \
-        --output-tensorboard D --output-metrics M --output-predictions P
+        --output-tensorboard D --output-metrics M --output-predictions P --output-oof O [--manifest M]
     python -m scripts.model.retrain score ... --head H --history C --mode finetune --output-metrics M
 """
 import argparse
@@ -20,7 +27,7 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, formats, records
+from scripts.core import atomic, crossval, formats, records
 from scripts.core import head as head_lib
 from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
@@ -35,6 +42,23 @@ MONITOR_ROWS = 4096
 # A feature whose std is below this fraction of the median std is treated as constant.
 CONSTANT_FEATURE_STD = 1e-3
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "validation_loss", "validation_accuracy"]
+# The keys each head kind reads (config train.<kind>); the job's settings carry exactly these.
+HEAD_KEYS = {
+    "linear": {"l2", "class_weighting", "max_iterations"},
+    "mlp": {"hidden_units", "dropout", "optimizer", "learning_rate", "epochs", "batch_size", "l2",
+            "class_weighting", "patience", "seed"},
+}
+
+
+def check_head_settings(train_settings):
+    """PipelineError unless the settings name a head kind and carry exactly its keys."""
+    kind = train_settings.get("head")
+    if kind not in HEAD_KEYS:
+        raise PipelineError(f"settings train.head: {kind!r} is not one of {', '.join(HEAD_KEYS)}")
+    keys = set(train_settings) - {"head"}
+    for problem, names in (("missing", HEAD_KEYS[kind] - keys), ("not read by this head kind", keys - HEAD_KEYS[kind])):
+        if names:
+            raise PipelineError(f"settings train ({kind} head): {problem}: {', '.join(sorted(names))}")
 
 
 def init_params(rng, width, hidden_units, num_classes):
@@ -138,17 +162,18 @@ def standardisation(features):
 def train(data, num_classes, settings, log=print):
     """Train a head; returns (head, history rows, summary).
 
-    A softmax layer alone is a convex problem: it is solved to convergence with L-BFGS,
-    exactly a multinomial logistic regression (with `l2: auto`, scikit-learn's C=1). A
-    hidden layer is trained with mini-batches and early stopping on validation loss.
+    A linear head (a softmax layer alone) is a convex problem: it is solved to convergence
+    with L-BFGS, exactly a multinomial logistic regression (with `l2: auto`, scikit-learn's
+    C=1). An MLP is trained with mini-batches and early stopping on the validation loss
+    (with no validation rows: for exactly ``epochs`` epochs, keeping the last).
     """
-    if settings["hidden_units"] == 0:
+    if settings["head"] == "linear":
         return train_linear(data, num_classes, settings, log)
     return train_minibatch(data, num_classes, settings, log)
 
 
 def train_linear(data, num_classes, settings, log=print):
-    """The softmax layer by L-BFGS on the regularised, weighted cross-entropy; at most ``epochs`` iterations."""
+    """The softmax layer by L-BFGS on the regularised, weighted cross-entropy; at most ``max_iterations``."""
     from scipy.optimize import minimize
     x_train, y_train = data["train"]["features"].astype(np.float64), data["train"]["labels"]
     mean, scale = standardisation(x_train)
@@ -179,20 +204,21 @@ def train_linear(data, num_classes, settings, log=print):
                 f"validation loss {row[3]:.4f} acc {row[4]:.4f}")
 
     result = minimize(objective, np.zeros(width * num_classes + num_classes), jac=True, method="L-BFGS-B",
-                      callback=record, options={"maxiter": settings["epochs"]})
+                      callback=record, options={"maxiter": settings["max_iterations"]})
     if not history:
         record(result.x)
     log(f"L-BFGS: {result.nit} iterations, {'converged' if result.success else result.message}")
     head = {"mean": mean, "scale": scale, **unpack(result.x)}
     head = {key: np.asarray(value, np.float32) for key, value in head.items()}
     summary = {"epochs_run": len(history), "best_epoch": len(history), "monitored": "train objective (convex)",
-               "stopped_early": bool(result.success and len(history) < settings["epochs"])}
+               "stopped_early": bool(result.success and len(history) < settings["max_iterations"])}
     return head, history, summary
 
 
 def train_minibatch(data, num_classes, settings, log=print):
     """A head with a hidden layer: mini-batches, early stopping on the validation loss.
 
+    Without validation rows (the refit) it runs all ``epochs`` and keeps the last.
     Float32 throughout (deterministic, and twice as fast as float64 here); the training
     columns of the history are measured on at most MONITOR_ROWS evenly spaced training rows.
     """
@@ -208,7 +234,7 @@ def train_minibatch(data, num_classes, settings, log=print):
               init_params(rng, x_train.shape[1], settings["hidden_units"], num_classes).items()}
     weights = class_weights(y_train, num_classes, settings["class_weighting"]).astype(np.float32)
     optimizer = Optimizer(settings["optimizer"], settings["learning_rate"])
-    monitor = "validation" if len(y_validation) else "train"
+    monitor = "validation" if len(y_validation) else "fixed epochs"
     best = {"loss": np.inf, "epoch": 0, "params": None}
     history = []
     progress = Progress("training (at most)", settings["epochs"], unit="epochs")
@@ -224,13 +250,13 @@ def train_minibatch(data, num_classes, settings, log=print):
                *loss_and_accuracy(standardised, x_validation, y_validation)]
         history.append(row)
         progress.update()
-        monitored_loss = row[3] if monitor == "validation" else row[1]
+        monitored_loss = row[3] if monitor == "validation" else -epoch  # no validation: the last epoch
         if monitored_loss < best["loss"] - 1e-7:
             best = {"loss": monitored_loss, "epoch": epoch, "params": {k: v.copy() for k, v in params.items()}}
         if epoch % 10 == 0 or epoch == 1:
             log(f"epoch {epoch}: train loss {row[1]:.4f} acc {row[2]:.4f}, "
                 f"validation loss {row[3]:.4f} acc {row[4]:.4f}")
-        if epoch - best["epoch"] >= settings["early_stopping_patience"]:
+        if epoch - best["epoch"] >= settings["patience"]:
             log(f"early stop at epoch {epoch}: no better {monitor} loss since epoch {best['epoch']}")
             break
     head = {"mean": mean, "scale": scale, **best["params"]}
@@ -275,45 +301,160 @@ def evaluate(head, splits, labels):
     return {split: split_metrics(head, views, labels) for split, views in splits.items()}
 
 
-def resolved_l2(l2, train_path, num_classes):
+def resolved_l2(l2, images, num_classes):
     """The L2 weight decay: a number, or "auto": a logistic regression's with C=1 (scikit-learn's default).
 
-    That is 1 / (plain training images) on the mean loss; with two classes twice that,
-    since a binary logistic regression penalises the one weight vector of the logit
+    That is 1 / (plain training images of this fit) on the mean loss; with two classes twice
+    that, since a binary logistic regression penalises the one weight vector of the logit
     difference, which a two-class softmax splits in half between its two vectors.
     """
     if l2 != "auto":
         return l2
-    images = max(1, len(formats.read_bottlenecks(train_path)["labels"]))
-    return (2.0 if num_classes == 2 else 1.0) / images
+    return (2.0 if num_classes == 2 else 1.0) / max(1, images)
 
 
-def training_data(train, augmented):
-    """The plain training features with any augmented copies appended."""
-    parts = [formats.read_bottlenecks(path) for path in [train, *augmented]]
-    return formats.concatenate_bottlenecks(parts)
+def pooled(train_views, validation_views):
+    """Training + validation as one set: a list of views (each a bottleneck dict) and the split of each row."""
+    views = [formats.concatenate_bottlenecks([train, validation])
+             for train, validation in zip(train_views, validation_views)]
+    splits = np.array(["train"] * len(train_views[0]["labels"]) + ["validation"] * len(validation_views[0]["labels"]))
+    return views, splits
+
+
+def manifest_groups(manifest_path, hashes):
+    """Each image's group from the manifest's optional `group` column (None without one).
+
+    An image with an empty group is a group of its own.
+    """
+    if not manifest_path:
+        return None
+    rows = atomic.read_table(manifest_path)
+    if not rows or "group" not in rows[0]:
+        return None
+    group_of = {row["sha256"]: row["group"] for row in rows}
+    missing = [sha for sha in hashes if sha not in group_of]
+    if missing:
+        raise PipelineError(f"{manifest_path}: does not list the image with sha256 {missing[0]}")
+    return np.array([group_of[sha] or f"sha256:{sha}" for sha in hashes])
+
+
+def fit(views, rows, augmented, validation_rows, num_classes, settings, log):
+    """Train a head on ``rows`` of the pooled plain view (and their augmented copies), validating on ``validation_rows``."""
+    plain = views[0]
+    parts = [{key: value[rows] for key, value in plain.items()}]
+    if augmented is not None:
+        copies = np.isin(augmented["sha256"], plain["sha256"][rows])
+        parts.append({key: value[copies] for key, value in augmented.items()})
+    data = {"train": formats.concatenate_bottlenecks(parts),
+            "validation": {key: value[validation_rows] for key, value in plain.items()}}
+    train_settings = {**settings, "l2": resolved_l2(settings["l2"], len(rows), num_classes)}
+    return train(data, num_classes, train_settings, log)
+
+
+def cross_validate(views, augmented, num_classes, settings, folds_requested, groups, log=print):
+    """Out-of-fold probabilities [N, classes] (views averaged), the fold of each row, and each fold's training."""
+    labels = views[0]["labels"]
+    assignment = crossval.fold_assignment(labels, folds_requested, groups)
+    folds = int(assignment.max()) + 1
+    probabilities = np.zeros((len(labels), num_classes), np.float64)
+    trainings = []
+    for fold in range(folds):
+        held_out, rows = np.flatnonzero(assignment == fold), np.flatnonzero(assignment != fold)
+        # A linear head never looks at its validation rows (they only fill history.csv); an MLP stops
+        # early on an inner part of the training folds, so the held-out fold stays unseen.
+        rows, watched = (early_stopping_split(rows, labels, groups, folds) if settings["head"] == "mlp"
+                         else (rows, held_out))
+        log(f"fold {fold + 1}/{folds}: {len(rows)} images to train on, {len(held_out)} held out"
+            + (f", {len(watched)} for early stopping" if settings["head"] == "mlp" else ""))
+        head, history, summary = fit(views, rows, augmented, watched, num_classes, settings, log)
+        probabilities[held_out] = head_lib.view_probabilities(head, [view["features"][held_out] for view in views])
+        trainings.append({"history": history, "summary": summary})
+    return probabilities, assignment, trainings
+
+
+def early_stopping_split(rows, labels, groups, folds):
+    """(rows to train on, rows to stop early on): one inner stratified fold of a fold's training rows."""
+    inner = crossval.fold_assignment(labels[rows], max(2, folds - 1), None if groups is None else groups[rows])
+    return rows[inner != 0], rows[inner == 0]
+
+
+def refit_settings(settings, trainings):
+    """The refit's settings: an MLP runs the folds' median best epoch (no part left to stop on)."""
+    if settings["head"] != "mlp":
+        return settings
+    best_epochs = [training["summary"]["best_epoch"] for training in trainings]
+    return {**settings, "epochs": max(1, int(round(float(np.median(best_epochs)))))}
+
+
+def cv_record(labels, probabilities, assignment, groups, num_classes, trainings):
+    """metrics.json's "cv": every selection metric's mean, std and per-fold values, and how the folds were made."""
+    per_fold = [crossval.fold_metrics(labels[assignment == fold], probabilities[assignment == fold], num_classes)
+                for fold in range(int(assignment.max()) + 1)]
+    return {"folds": len(per_fold), "images": int(len(labels)), "grouped": groups is not None,
+            "groups": int(len(np.unique(groups))) if groups is not None else None,
+            "best_epochs": [training["summary"]["best_epoch"] for training in trainings],
+            **crossval.summarise(per_fold)}
+
+
+def write_oof_predictions(path, probabilities, views, assignment, splits):
+    """oof_predictions.npz: out-of-fold logits (log of the view-averaged softmax), labels, paths, folds, splits."""
+    plain = views[0]
+    formats.write_npz(path, logits=np.log(np.clip(probabilities, 1e-30, 1.0)).astype(np.float32),
+                      labels=np.asarray(plain["labels"], np.int64), paths=np.asarray(plain["filenames"], dtype=str),
+                      sha256=np.asarray(plain["sha256"], dtype=str), folds=np.asarray(assignment, np.int64),
+                      splits=np.asarray(splits, dtype=str))
+
+
+def out_of_fold_metrics(probabilities, views, rows, labels):
+    """A split's metrics from the out-of-fold probabilities of its rows (each from a head that did not see it)."""
+    true = views[0]["labels"][rows]
+    metrics = classification_metrics(true, probabilities[rows].argmax(axis=1), labels)
+    metrics["loss"] = head_lib.cross_entropy(probabilities[rows], true)
+    metrics["out_of_fold"] = True
+    return metrics
 
 
 def run(paths, labels_path, backbone_json, settings, outputs, experiment):
-    """Train a head on cached features and write head, history, TensorBoard events and metrics."""
+    """Cross-validate a head over training + validation, refit it on both; write the head and its records."""
     labels = formats.read_labels(labels_path)
     backbone = atomic.read_json(backbone_json)
-    train_data = training_data(paths["train"], paths["augmented"])
-    if len(train_data["labels"]) == 0:
+    check_head_settings(settings["train"])
+    train_views = load_split(paths["train"], paths["train_views"])
+    if len(train_views[0]["labels"]) == 0:
         raise PipelineError(f"{paths['train']}: no training images")
-    splits = {"validation": load_split(paths["validation"], paths["validation_views"]),
-              "test": load_split(paths["test"], paths["test_views"])}
-    data = {"train": train_data, "validation": splits["validation"][0]}
-    train_settings = {**settings["train"], "l2": resolved_l2(settings["train"]["l2"], paths["train"], len(labels))}
-    head, history, summary = train(data, len(labels), train_settings)
+    if len(paths["train_views"]) != len(paths["validation_views"]):
+        raise PipelineError("retrain: train and validation need the same test-time views "
+                            f"({len(paths['train_views'])} and {len(paths['validation_views'])} given)")
+    views, splits = pooled(train_views, load_split(paths["validation"], paths["validation_views"]))
+    test = load_split(paths["test"], paths["test_views"])
+    augmented = training_data(paths["augmented"]) if paths["augmented"] else None
+    groups = manifest_groups(paths.get("manifest"), views[0]["sha256"])
+    head_settings = settings["train"]
+    probabilities, assignment, trainings = cross_validate(views, augmented, len(labels), head_settings,
+                                                          settings["selection"]["folds"], groups)
+    everything = np.arange(len(splits))
+    print(f"refit on all {len(everything)} training + validation images")
+    head, _, summary = fit(views, everything, augmented, everything[:0], len(labels),
+                           refit_settings(head_settings, trainings), print)
+    history = trainings[0]["history"]
     head_lib.save(outputs["head"], head)
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)
-    metrics = metrics_record(experiment, "head", backbone, settings, summary, labels,
-                             evaluate(head, {"train": [formats.read_bottlenecks(paths["train"])], **splits}, labels))
-    write_test_predictions(outputs["predictions"], head, splits["test"])
+    write_oof_predictions(outputs["oof"], probabilities, views, assignment, splits)
+    evaluated = evaluate(head, {"train": train_views, "test": test}, labels)
+    evaluated = {"train": evaluated["train"],
+                 "validation": out_of_fold_metrics(probabilities, views, np.flatnonzero(splits == "validation"), labels),
+                 "test": evaluated["test"]}
+    metrics = metrics_record(experiment, "head", backbone, settings, summary, labels, evaluated)
+    metrics["cv"] = cv_record(views[0]["labels"], probabilities, assignment, groups, len(labels), trainings)
+    write_test_predictions(outputs["predictions"], head, test)
     atomic.write_json(outputs["metrics"], metrics)
     return metrics
+
+
+def training_data(paths):
+    """Feature files (augmented training copies) as one bottleneck dict, in order."""
+    return formats.concatenate_bottlenecks([formats.read_bottlenecks(path) for path in paths])
 
 
 def write_test_predictions(path, head, views):
@@ -373,7 +514,9 @@ def main(argv=None):
     fit = commands.add_parser("train", help="train a head and write it with its history and metrics")
     add_feature_arguments(fit)
     fit.add_argument("--augmented", nargs="*", default=[], help="features of augmented training copies")
-    for name in ("head", "history", "tensorboard", "metrics", "predictions"):
+    fit.add_argument("--train-views", nargs="*", default=[], help="test-time views of train, in order")
+    fit.add_argument("--manifest", help="manifest.tsv: its optional `group` column keeps groups in one fold")
+    for name in ("head", "history", "tensorboard", "metrics", "predictions", "oof"):
         fit.add_argument(f"--output-{name}", required=True)
     scoring = commands.add_parser("score", help="metrics.json of a given head (fine-tuning)")
     add_feature_arguments(scoring)
@@ -386,15 +529,19 @@ def main(argv=None):
     settings = json.loads(args.settings)
     paths = {"train": args.train, "validation": args.validation, "test": args.test,
              "validation_views": args.validation_views, "test_views": args.test_views,
-             "augmented": getattr(args, "augmented", [])}
+             "augmented": getattr(args, "augmented", []), "train_views": getattr(args, "train_views", []),
+             "manifest": getattr(args, "manifest", None)}
     if args.command == "train":
-        names = ("head", "history", "tensorboard", "metrics", "predictions")
+        names = ("head", "history", "tensorboard", "metrics", "predictions", "oof")
         outputs = {name: getattr(args, f"output_{name}") for name in names}
         metrics = run(paths, args.labels, args.backbone_json, settings, outputs, args.experiment)
     else:
         outputs = {"metrics": args.output_metrics, "predictions": args.output_predictions}
         metrics = score(args.head, args.labels, args.backbone_json, settings, paths, outputs, args.experiment,
                         args.mode, args.history)
+    if "cv" in metrics:
+        cv = metrics["cv"]["accuracy"]
+        print(f"cross-validated accuracy ({metrics['cv']['folds']} folds): {cv['mean']:.4f} +- {cv['std']:.4f}")
     for split in ("validation", "test"):
         print(f"{split} accuracy: {metrics['splits'][split]['accuracy']:.4f}{note_suffix(metrics['note'])}")
 

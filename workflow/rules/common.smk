@@ -339,11 +339,25 @@ def export_option(wildcards, key, used_by):
     return f"--{key.replace('_', '-')} {value}"
 
 
-def head_settings(experiment):
-    """What a head's training depends on, as JSON (the retrain job's params; recorded in metrics.json)."""
+def head_settings(experiment, folds=True):
+    """What a head's training reads, as JSON (the retrain job's params; recorded in metrics.json).
+
+    Only the chosen head kind's own keys, the augment keys that make training copies only
+    when there are copies, and (``folds``) the cross-validation's folds: a change to
+    anything else reruns no head.
+    """
     chosen = settings(experiment)
+    kind = chosen["train"]["head"]
+    augment = chosen["augment"]
+    if not augment["copies"]:
+        augment = {"copies": 0, "test_time": augment["test_time"]}
     return json.dumps(
-        {section: chosen[section] for section in ("preprocess", "augment", "train")},
+        {
+            "preprocess": chosen["preprocess"],
+            "augment": augment,
+            "train": {"head": kind, **chosen["train"][kind]},
+        }
+        | ({"selection": {"folds": config["selection"]["folds"]}} if folds else {}),
         sort_keys=True,
     )
 

@@ -1,5 +1,5 @@
 # Model stages: backbone -> backbone IRs -> features (one job per shard) -> head per
-# experiment (-> fine-tuning) -> selection on validation -> frozen model.
+# experiment, cross-validated then refit (-> fine-tuning) -> selection -> frozen model.
 
 
 rule untrained_backbone:
@@ -167,11 +167,15 @@ rule gather_bottlenecks:
 
 
 rule retrain:
-    """Train the new final layer of one experiment on the shared backbone's cached features."""
+    """Cross-validate one experiment's head over training + validation, then refit it on both."""
     input:
         train=lambda wildcards: features(wildcards.experiment, "train", root="backbone"),
         augmented=lambda wildcards: augmented_features(
             wildcards.experiment, root="backbone"
+        ),
+        # The training images' test-time views: held-out folds are scored as deployed.
+        train_views=lambda wildcards: view_features(
+            wildcards.experiment, "train", root="backbone"
         ),
         validation=lambda wildcards: features(
             wildcards.experiment, "validation", root="backbone"
@@ -184,6 +188,8 @@ rule retrain:
             wildcards.experiment, "test", root="backbone"
         ),
         labels=LAYOUT.labels(),
+        # Its optional `group` column keeps an image group in one cross-validation fold.
+        manifest=LAYOUT.manifest(),
         info=LAYOUT.backbone_json(),
         code=code("model.retrain"),
     output:
@@ -192,6 +198,7 @@ rule retrain:
         tensorboard=directory(LAYOUT.tensorboard("{experiment}")),
         metrics=LAYOUT.metrics("{experiment}"),
         predictions=LAYOUT.test_predictions("{experiment}"),
+        oof=LAYOUT.oof_predictions("{experiment}"),
     log:
         f"{LOGS}/{{experiment}}/retrain.log",
     benchmark:
@@ -208,12 +215,13 @@ rule retrain:
         # One BLAS thread per job: as fast here, and results do not depend on the core count.
         "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads};"
         " python -m scripts.model.retrain train --train {input.train:q} --augmented {input.augmented:q}"
+        " --train-views {input.train_views:q} --manifest {input.manifest:q}"
         " --validation {input.validation:q} --validation-views {input.validation_views:q}"
         " --test {input.test:q} --test-views {input.test_views:q} --labels {input.labels:q}"
         " --backbone-json {input.info:q} --settings {params.settings:q} --experiment {wildcards.experiment}"
         " --output-head {output.head:q} --output-history {output.history:q}"
         " --output-tensorboard {output.tensorboard:q} --output-metrics {output.metrics:q}"
-        " --output-predictions {output.predictions:q} > {log} 2>&1"
+        " --output-predictions {output.predictions:q} --output-oof {output.oof:q} > {log} 2>&1"
 
 
 rule finetune:
@@ -284,7 +292,7 @@ rule score_finetune:
         mem_mb=2000,
         runtime=10,
     params:
-        settings=lambda wildcards: head_settings(wildcards.experiment),
+        settings=lambda wildcards: head_settings(wildcards.experiment, folds=False),
     shell:
         "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads};"
         " python -m scripts.model.retrain score --head {input.head:q} --history {input.history:q} --mode finetune"
@@ -296,7 +304,7 @@ rule score_finetune:
 
 
 checkpoint select:
-    """The best experiment on the validation split (never the test split): selected.json."""
+    """The best experiment by cross-validation (never the test split): selected.json."""
     input:
         metrics=[final_metrics(experiment) for experiment in EXPERIMENTS],
         code=code("model.select"),
