@@ -238,6 +238,18 @@ def test_operating_point_is_read_from_the_description_or_reported_as_none():
     assert operating_point.read({}, rt_info)["low_confidence_threshold"] == 0.6
 
 
+def test_operating_point_is_read_from_the_ir_rt_info(tmp_path):
+    import openvino as ov
+    xml = tiny_ir.build(str(tmp_path), size=32)
+    model = ov.Core().read_model(xml)
+    model.set_rt_info("0.4", ["deployment", "decision_threshold"])
+    model.set_rt_info(json.dumps(["square"]), ["deployment", "positive_classes"])
+    section = operating_point.rt_info_section(model)
+    assert json.loads(section["labels"]) == tiny_ir.LABELS
+    point = operating_point.read({}, section)
+    assert point["decision_threshold"] == 0.4 and point["positive_classes"] == ["square"]
+
+
 def test_sigterm_stops_the_server_cleanly_with_one_log_line_per_request(served):
     """Last in the file: it stops the module's server."""
     process, log = served["process"], served["log"]

@@ -64,14 +64,10 @@ def read(description, rt_info=None):
 
 def rt_info_section(model, section="deployment"):
     """The IR's rt_info section as {key: string}, or {} where it has none."""
-    try:
-        info = model.get_rt_info([section])
-    except RuntimeError:
+    if not model.has_rt_info([section]):
         return {}
-    try:
-        return {key: str(info[key]) for key in info.astype(dict)}
-    except (AttributeError, TypeError):
-        return {}
+    values = model.get_rt_info([section]).astype(dict)
+    return {key: value.astype(str) if hasattr(value, "astype") else str(value) for key, value in values.items()}
 
 
 def decide(probabilities, labels, point):

@@ -1,0 +1,106 @@
+# The model repository for OpenVINO Model Server and KServe (docs/serving.md):
+#   snakemake --cores 2 serving
+# results/serving/models/<experiment>/<version>/ holds the deployed IR of serving.precision with
+# ir.json, labels.json and the model card; <experiment>_pixels/ the same IR with the
+# preprocessing built in; results/serving/config.json is OVMS's configuration.
+
+SERVING = f"{RESULTS}/serving"
+SERVING_VERSION = config["serving"]["version"]
+SERVING_FILES = ("model.xml", "model.bin", "ir.json", "labels.json", "model_card.md")
+
+
+def serving_dir(experiment, pixels=False):
+    suffix = "_pixels" if pixels else ""
+    return f"{SERVING}/models/{experiment}{suffix}/{SERVING_VERSION}"
+
+
+def model_card(wildcards):
+    """Hook: the experiment's model card where a rule makes results/<experiment>/model_card.md, else nothing."""
+    path = f"{RESULTS}/{wildcards.experiment}/model_card.md"
+    made = any(
+        re.fullmatch(re.sub(r"\{[^}]*\}", ".+", str(pattern)), path)
+        for rule in workflow.rules
+        for pattern in rule.output
+    )
+    return [path] if made else []
+
+
+def serving_experiments():
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    return deployed_experiments(selected)
+
+
+def serving_targets(wildcards):
+    targets = [f"{SERVING}/config.json"]
+    for experiment in serving_experiments():
+        for pixels in (False, True):
+            targets += [f"{serving_dir(experiment, pixels)}/{name}" for name in SERVING_FILES]
+    return targets
+
+
+rule serving:
+    input:
+        serving_targets,
+
+
+rule serving_model:
+    """One deployed experiment's version folder and its pixel-input twin."""
+    input:
+        xml=f"{RESULTS}/{{experiment}}/ir/{config['serving']['precision']}/model.xml",
+        bin=f"{RESULTS}/{{experiment}}/ir/{config['serving']['precision']}/model.bin",
+        info=f"{RESULTS}/{{experiment}}/ir/{config['serving']['precision']}/ir.json",
+        card=model_card,
+        code=code("serve.repository"),
+    output:
+        [
+            f"{SERVING}/models/{{experiment}}/{SERVING_VERSION}/{name}"
+            for name in SERVING_FILES
+        ],
+        [
+            f"{SERVING}/models/{{experiment}}_pixels/{SERVING_VERSION}/{name}"
+            for name in SERVING_FILES
+        ],
+    log:
+        f"{LOGS}/{{experiment}}/serving_model.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/serving_model.tsv"
+    conda:
+        env("openvino")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        card=lambda wildcards, input: (
+            f"--model-card {shlex.quote(input.card)}" if input.card else ""
+        ),
+        output_dir=lambda wildcards: serving_dir(wildcards.experiment),
+        pixels_dir=lambda wildcards: serving_dir(wildcards.experiment, pixels=True),
+    shell:
+        "python -m scripts.serve.repository model --name {wildcards.experiment} --ir-xml {input.xml:q}"
+        " --ir-json {input.info:q} {params.card} --output-dir {params.output_dir:q}"
+        " --pixels-output-dir {params.pixels_dir:q} > {log} 2>&1"
+
+
+rule serving_config:
+    """OVMS's config.json listing every served model."""
+    input:
+        lambda wildcards: [
+            f"{serving_dir(experiment)}/model.xml"
+            for experiment in serving_experiments()
+        ],
+        code=code("serve.repository"),
+    output:
+        f"{SERVING}/config.json",
+    log:
+        f"{LOGS}/serving_config.log",
+    conda:
+        env("openvino")
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    params:
+        names=lambda wildcards: serving_experiments(),
+    shell:
+        "python -m scripts.serve.repository config --names {params.names:q} --output {output:q} > {log} 2>&1"
