@@ -41,6 +41,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/serve.smk"
+include: "workflow/rules/track.smk"
 
 
 # One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run
@@ -60,6 +61,7 @@ rule all:
         console_report_targets(),
         deployed_targets,
         report_targets,
+        tracking_targets(),
 
 
 # Up to the evaluated IRs of the deployed experiment(s), without benchmarks and report:
