@@ -176,6 +176,9 @@ def decode_upload(data, contract):
 
 
 # ------------------------------------------------------------------ the HTTP side
+DRAIN_BYTES = 200_000_000
+
+
 class BodyLimit:
     """ASGI middleware: a body over ``limit`` bytes gets 413 (by its Content-Length, or as it streams)."""
 
@@ -187,6 +190,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
+            await self.drain(receive, int(length))
             return await self.refuse(send)
         received, started = 0, False
 
@@ -208,6 +212,16 @@ class BodyLimit:
         except BodyTooLarge:
             if not started:
                 await self.refuse(send)
+
+    async def drain(self, receive, length):
+        """Read and drop a refused body (up to DRAIN_BYTES) before answering, so that a client that
+        sends its whole body before it reads gets the 413 rather than a connection reset."""
+        dropped = 0
+        while dropped < min(length, DRAIN_BYTES):
+            message = await receive()
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body") or message["type"] != "http.request":
+                return
 
     async def refuse(self, send):
         body = f'{{"error": "request body over the limit of {self.limit} bytes"}}'.encode()
