@@ -171,6 +171,7 @@ def test_a_multipart_upload_is_classified_like_the_raw_body(served):
 
 def test_the_pixel_model_takes_uint8_rgb_of_any_size_close_to_predict(served):
     import tritonclient.http as triton
+
     from scripts.core.images import decode_rgb
     client = triton.InferenceServerClient(served["host"])
     paths = real_images()

@@ -512,3 +512,91 @@ def current_outputs():
         return {str(path) for job in workflow.dag.jobs for path in job.output}
     except AttributeError:  # Snakemake's DAG is not a public API
         return None
+
+
+# ------------------------------------------------------------------ serving and tracking
+# (branch `serve`, issue 25: workflow/rules/serve.smk and track.smk)
+import shlex
+
+SERVING = f"{RESULTS}/serving"
+SERVING_VERSION = config["serving"]["version"]
+SERVING_FILES = ("model.xml", "model.bin", "ir.json", "labels.json", "model_card.md")
+
+
+def serving_dir(experiment, pixels=False):
+    suffix = "_pixels" if pixels else ""
+    return f"{SERVING}/models/{experiment}{suffix}/{SERVING_VERSION}"
+
+
+def model_card(wildcards):
+    """Hook: the experiment's model card where a rule makes results/<experiment>/model_card.md, else nothing."""
+    path = f"{RESULTS}/{wildcards.experiment}/model_card.md"
+    made = any(
+        re.fullmatch(re.sub(r"\{[^}]*\}", ".+", str(pattern)), path)
+        for rule in workflow.rules
+        for pattern in rule.output
+    )
+    return [path] if made else []
+
+
+def serving_experiments():
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    return deployed_experiments(selected)
+
+
+def serving_targets(wildcards):
+    targets = [f"{SERVING}/config.json"]
+    for experiment in serving_experiments():
+        for pixels in (False, True):
+            targets += [
+                f"{serving_dir(experiment, pixels)}/{name}" for name in SERVING_FILES
+            ]
+    return targets
+
+
+def tracking_targets():
+    return (
+        [f"{RESULTS}/tracking/mlflow_runs.json"]
+        if config["tracking"]["mlflow_uri"]
+        else []
+    )
+
+
+def tracked_deployed_files(experiment):
+    """The deployed files logged as an experiment's artifacts: each precision's IR and its evaluation."""
+    return [
+        f"{RESULTS}/{experiment}/ir/{precision}/{name}"
+        for precision in precisions(experiment)
+        for name in ("model.xml", "model.bin", "ir.json", "evaluation.json")
+    ]
+
+
+def tracked_metrics(experiment):
+    return [final_metrics(experiment)] + evaluations(experiment)
+
+
+def tracked_files(wildcards):
+    if not config["tracking"]["mlflow_uri"]:
+        raise WorkflowError(
+            "config key tracking.mlflow_uri: set it (a folder or http://host:port) to track runs"
+        )
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    metrics = [final_metrics(experiment) for experiment in EXPERIMENTS]
+    deployed = []
+    for experiment in deployed_experiments(selected):
+        metrics += evaluations(experiment)
+        deployed += tracked_deployed_files(experiment)
+    return {"metrics": metrics, "deployed": deployed}
+
+
+def tracking_arguments(input):
+    """--metrics and --artifact EXPERIMENT=PATH pairs, the experiment read from each path."""
+    owner = lambda path: os.path.relpath(path, RESULTS).split(os.sep)[0]
+    # (before the selection has run, a dry-run has no such inputs yet)
+    metrics = " ".join(
+        shlex.quote(f"{owner(path)}={path}") for path in getattr(input, "metrics", [])
+    )
+    artifacts = " ".join(
+        shlex.quote(f"{owner(path)}={path}") for path in getattr(input, "deployed", [])
+    )
+    return f"--metrics {metrics}" + (f" --artifact {artifacts}" if artifacts else "")

@@ -4,39 +4,6 @@
 # ir.json, labels.json and the model card; <experiment>_pixels/ the same IR with the
 # preprocessing built in; results/serving/config.json is OVMS's configuration.
 
-SERVING = f"{RESULTS}/serving"
-SERVING_VERSION = config["serving"]["version"]
-SERVING_FILES = ("model.xml", "model.bin", "ir.json", "labels.json", "model_card.md")
-
-
-def serving_dir(experiment, pixels=False):
-    suffix = "_pixels" if pixels else ""
-    return f"{SERVING}/models/{experiment}{suffix}/{SERVING_VERSION}"
-
-
-def model_card(wildcards):
-    """Hook: the experiment's model card where a rule makes results/<experiment>/model_card.md, else nothing."""
-    path = f"{RESULTS}/{wildcards.experiment}/model_card.md"
-    made = any(
-        re.fullmatch(re.sub(r"\{[^}]*\}", ".+", str(pattern)), path)
-        for rule in workflow.rules
-        for pattern in rule.output
-    )
-    return [path] if made else []
-
-
-def serving_experiments():
-    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
-    return deployed_experiments(selected)
-
-
-def serving_targets(wildcards):
-    targets = [f"{SERVING}/config.json"]
-    for experiment in serving_experiments():
-        for pixels in (False, True):
-            targets += [f"{serving_dir(experiment, pixels)}/{name}" for name in SERVING_FILES]
-    return targets
-
 
 rule serving:
     input:
