@@ -5,7 +5,8 @@
         --inception-mixed8 ../shared/data/weights/inception_v3_mixed8_frozen.pb
 
 First the benchmark stage's own throughput mode (scripts/deploy/benchmark.py: the device's
-optimal number of asynchronous requests, no HTTP) for ``--seconds``; then the server
+optimal number of asynchronous requests, no HTTP) for ``--seconds``, before and after the
+served run (the ratio uses their mean: a shared machine's load changes); then the server
 (python -m scripts.serve) on 127.0.0.1 with the same IR, and at each concurrency a fixed
 number of Open Inference Protocol requests from tritonclient (one image each, binary
 tensors), each client thread with its own connection. Printed: throughput, p50/p99 latency
@@ -170,7 +171,11 @@ def main():
                     fps, p50, p99, errors = load(port, pixels, args.requests, concurrency)
                     best = max(best, fps)
                     print(f"{concurrency:11d}  {fps:8.1f}  {p50:6.1f}  {p99:6.1f}  {errors:6d}")
-                print(f"served / benchmark stage: {best:.1f} / {stage:.1f} = {best / stage:.2f}")
+                after = stage_throughput(xml, args.seconds)[0]  # the machine's load may have changed
+                print(f"benchmark stage after the served run: {after:.1f} images/s")
+                stage = (stage + after) / 2
+                print(f"served / benchmark stage (mean of before and after): {best:.1f} / {stage:.1f} = "
+                      f"{best / stage:.2f}")
                 answers = bad_requests(port, image)
                 for what, status in answers:
                     print(f"bad request, {what}: {status}")
