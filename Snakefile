@@ -72,6 +72,13 @@ rule evaluated:
         evaluated_targets,
 
 
+# The model repository for OVMS and KServe (workflow/rules/serve.smk, docs/serving.md):
+#   snakemake --cores 2 serving
+rule serving:
+    input:
+        serving_targets,
+
+
 # ------------------------------------------------------------------ the console
 # What the user sees at the end of a run (scripts/summary.py); not for dry-runs.
 onstart:

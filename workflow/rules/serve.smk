@@ -5,11 +5,6 @@
 # preprocessing built in; results/serving/config.json is OVMS's configuration.
 
 
-rule serving:
-    input:
-        serving_targets,
-
-
 rule serving_model:
     """One deployed experiment's version folder and its pixel-input twin."""
     input:
