@@ -42,6 +42,8 @@ include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/explain.smk"
+include: "workflow/rules/serve.smk"
+include: "workflow/rules/track.smk"
 
 
 # One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run
@@ -63,6 +65,7 @@ rule all:
         deployed_targets,
         report_targets,
         audit_targets(),
+        tracking_targets(),
 
 
 # Up to the evaluated IRs of the deployed experiment(s), without benchmarks and report:
@@ -71,6 +74,13 @@ rule evaluated:
     input:
         experiment_targets(),
         evaluated_targets,
+
+
+# The model repository for OVMS and KServe (workflow/rules/serve.smk, docs/serving.md):
+#   snakemake --cores 2 serving
+rule serving:
+    input:
+        serving_targets,
 
 
 # ------------------------------------------------------------------ the console

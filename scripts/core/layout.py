@@ -181,6 +181,22 @@ class Layout:
     def benchmarks(self, experiment, extension="json"):
         return posixpath.join(self.benchmarks_dir(experiment), f"benchmarks.{extension}")
 
+    def model_card(self, experiment):
+        return self.path(experiment, "model_card.md")
+
+    # ------------------------------------------------------------ hand-off: model repository, tracking
+    def serving_config(self):
+        """OpenVINO Model Server's config.json."""
+        return self.path("serving", "config.json")
+
+    def serving_model(self, name, version, file=""):
+        """A served model's version folder (``file`` empty) or a file in it."""
+        return posixpath.join(self.path("serving", "models", name, str(version)), file) if file else \
+            self.path("serving", "models", name, str(version))
+
+    def tracking_runs(self):
+        return self.path("tracking", "mlflow_runs.json")
+
     # ------------------------------------------------------------ audits of the data (leakage, labels)
     def audit(self, name):
         return self.path("audit", name)

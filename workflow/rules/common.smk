@@ -545,3 +545,91 @@ def audit_targets():
         LAYOUT.report("near_duplicates.png"),
         LAYOUT.report("label_issues.png"),
     ]
+
+
+# ------------------------------------------------------------------ serving and tracking
+# (workflow/rules/serve.smk and track.smk)
+import shlex
+
+SERVING_VERSION = config["serving"]["version"]
+SERVING_FILES = ("model.xml", "model.bin", "ir.json", "labels.json", "model_card.md")
+
+
+def serving_dir(experiment, pixels=False):
+    suffix = "_pixels" if pixels else ""
+    return LAYOUT.serving_model(f"{experiment}{suffix}", SERVING_VERSION)
+
+
+def model_card(wildcards):
+    """Hook: the experiment's model card where a rule makes results/<experiment>/model_card.md, else nothing."""
+    path = LAYOUT.model_card(wildcards.experiment)
+    made = any(
+        re.fullmatch(re.sub(r"\{[^}]*\}", ".+", str(pattern)), path)
+        for rule in workflow.rules
+        for pattern in rule.output
+    )
+    return [path] if made else []
+
+
+def serving_experiments():
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    return deployed_experiments(selected)
+
+
+def serving_targets(wildcards):
+    targets = [LAYOUT.serving_config()]
+    for experiment in serving_experiments():
+        for pixels in (False, True):
+            targets += [
+                f"{serving_dir(experiment, pixels)}/{name}" for name in SERVING_FILES
+            ]
+    return targets
+
+
+def tracking_targets():
+    return [LAYOUT.tracking_runs()] if config["tracking"]["mlflow_uri"] else []
+
+
+def tracked_deployed_files(experiment):
+    """The deployed files logged as an experiment's artifacts: each precision's IR and its evaluation."""
+    return [
+        path
+        for precision in precisions(experiment)
+        for path in (
+            LAYOUT.ir_xml(experiment, precision),
+            LAYOUT.ir_bin(experiment, precision),
+            LAYOUT.ir_json(experiment, precision),
+            LAYOUT.evaluation(experiment, precision),
+        )
+    ]
+
+
+def tracked_metrics(experiment):
+    return [final_metrics(experiment)] + evaluations(experiment)
+
+
+def tracked_files(wildcards):
+    if not config["tracking"]["mlflow_uri"]:
+        raise WorkflowError(
+            "config key tracking.mlflow_uri: set it (a folder or http://host:port) to track runs"
+        )
+    selected = None if config["selection"]["deploy"] == "all" else selected_experiment()
+    metrics = [final_metrics(experiment) for experiment in EXPERIMENTS]
+    deployed = []
+    for experiment in deployed_experiments(selected):
+        metrics += evaluations(experiment)
+        deployed += tracked_deployed_files(experiment)
+    return {"metrics": metrics, "deployed": deployed}
+
+
+def tracking_arguments(input):
+    """--metrics and --artifact EXPERIMENT=PATH pairs, the experiment read from each path."""
+    owner = lambda path: os.path.relpath(path, RESULTS).split(os.sep)[0]
+    # (before the selection has run, a dry-run has no such inputs yet)
+    metrics = " ".join(
+        shlex.quote(f"{owner(path)}={path}") for path in getattr(input, "metrics", [])
+    )
+    artifacts = " ".join(
+        shlex.quote(f"{owner(path)}={path}") for path in getattr(input, "deployed", [])
+    )
+    return f"--metrics {metrics}" + (f" --artifact {artifacts}" if artifacts else "")

@@ -1,0 +1,201 @@
+"""Served throughput against the benchmark stage's, for the same IR on the same machine (loopback only).
+
+    SERVE_PYTHON=.venv-serve/bin/python python bench/bench_serve.py --ir-xml results/default/ir/INT8/model.xml
+    SERVE_PYTHON=.venv-serve/bin/python python bench/bench_serve.py \
+        --inception-mixed8 ../shared/data/weights/inception_v3_mixed8_frozen.pb
+
+First the benchmark stage's own throughput mode (scripts/deploy/benchmark.py: the device's
+optimal number of asynchronous requests, no HTTP) for ``--seconds``, before and after the
+served run (the ratio uses their mean: a shared machine's load changes); then the server
+(python -m scripts.serve) on 127.0.0.1 with the same IR, and at each concurrency a fixed
+number of Open Inference Protocol requests from tritonclient (one image each, binary
+tensors), each client thread with its own connection. Printed: throughput, p50/p99 latency
+and errors per concurrency, and the best served throughput over the stage's. Then every kind
+of bad request once, and whether the server is still alive.
+
+``--inception-mixed8 PB`` makes the IR from the real ImageNet Inception V3 cut at mixed_8
+(its global average, 1280 features) with a random head joined by scripts/deploy/ir.py: a model
+of the pipeline's real cost, for a run that has no pipeline results.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from scripts.core import atomic, formats  # noqa: E402
+from scripts.core.contract import model_contract  # noqa: E402
+from scripts.deploy import benchmark, ir  # noqa: E402
+
+
+def inception_mixed8_ir(pb, folder, classes=4, seed=0):
+    """model.xml + ir.json of Inception V3 up to mixed_8's average, with a random softmax head."""
+    import openvino as ov
+    backbone = ov.convert_model(pb)
+    for result in list(backbone.get_results()):
+        if result.output(0).get_any_name() != "incv3/mixed_8_gap:0":
+            backbone.remove_result(result)
+    backbone.reshape([1, 299, 299, 3])
+    formats.write_ir(backbone, os.path.join(folder, "backbone.xml"))
+    rng = np.random.default_rng(seed)
+    head = {"mean": np.zeros(1280, np.float32), "scale": np.ones(1280, np.float32),
+            "logits_w": rng.normal(0, 0.05, (1280, classes)).astype(np.float32),
+            "logits_b": np.zeros(classes, np.float32)}
+    info = {"input_size": 299, "input_range": [-1.0, 1.0], "untrained": True, "note": "random head"}
+    labels = [f"class{index}" for index in range(classes)]
+    contract = model_contract(info, labels, 1.0, "bilinear", [0], 0)
+    model = ir.join(os.path.join(folder, "backbone.xml"), head, 299, [0])
+    ir.set_rt_info(model, contract)
+    xml = os.path.join(folder, "model.xml")
+    formats.write_ir(model, xml)
+    atomic.write_json(os.path.join(folder, "ir.json"), ir.ir_description(model, contract, "FP32", {}))
+    return xml
+
+
+def stage_throughput(xml, seconds):
+    import openvino as ov
+    measured = benchmark.measure(ov.Core(), xml, "CPU", "throughput", seconds)
+    return measured["throughput_fps"], measured["requests"]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(xml, port, log):
+    python = os.environ.get("SERVE_PYTHON", sys.executable)
+    process = subprocess.Popen([python, "-m", "scripts.serve", "--model", f"bench={xml}", "--port", str(port)],
+                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               env=dict(os.environ, PYTHONPATH=REPO))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("the server did not start; see its log")
+
+
+def load(port, pixels, requests, concurrency):
+    """(throughput, p50 ms, p99 ms, errors) of ``requests`` infer calls from ``concurrency`` threads."""
+    import tritonclient.http as triton
+    clients = [triton.InferenceServerClient(f"127.0.0.1:{port}") for _ in range(concurrency)]
+    tensor = triton.InferInput("input", list(pixels.shape), "FP32")
+    tensor.set_data_from_numpy(pixels, binary_data=True)
+    wanted = [triton.InferRequestedOutput("final_result", binary_data=True)]
+
+    def worker(index):
+        latencies, errors = [], 0
+        for _ in range(index, requests, concurrency):
+            started = time.perf_counter()
+            try:
+                clients[index].infer("bench", [tensor], outputs=wanted).as_numpy("final_result")
+            except Exception:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+        return latencies, errors
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(worker, range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies = np.array([value for part, _ in results for value in part]) * 1000
+    return requests / elapsed, np.percentile(latencies, 50), np.percentile(latencies, 99), sum(e for _, e in results)
+
+
+def bad_requests(port, image_path):
+    """Each kind of bad request once: [(what, status)]."""
+    url = f"http://127.0.0.1:{port}"
+    jpeg = open(image_path, "rb").read()
+    as_json = {"content-type": "application/json"}
+    wrong = json.dumps({"inputs": [{"name": "input", "shape": [1, 8, 8, 3], "datatype": "FP32",
+                                    "data": [0.0] * 192}]}).encode()
+    cases = [("not an image", "/models/bench/classify", b"text" * 100, {}),
+             ("truncated JPEG", "/models/bench/classify", jpeg[:len(jpeg) // 3], {}),
+             ("body over the limit", "/models/bench/classify", b"\0" * 20_000_001, {}),
+             ("wrong shape", "/v2/models/bench/infer", wrong, as_json),
+             ("wrong dtype", "/v2/models/bench/infer", wrong.replace(b"FP32", b"INT64"), as_json),
+             ("malformed JSON", "/v2/models/bench/infer", b"{", as_json),
+             ("unknown model", "/v2/models/nope/infer", wrong, as_json)]
+    answers = []
+    for what, path, body, headers in cases:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url + path, body, headers), timeout=30) as response:
+                answers.append((what, response.status))
+        except urllib.error.HTTPError as error:
+            answers.append((what, error.code))
+    return answers
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ir-xml", help="a deployed IR (ir.json beside it)")
+    source.add_argument("--inception-mixed8", help="inception_v3_mixed8_frozen.pb: make a real-cost IR from it")
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency (default 400)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--seconds", type=float, default=10, help="the benchmark stage's measuring time")
+    args = parser.parse_args()
+    from scripts.core.images import preprocess_image
+    image = sorted(os.path.join(folder, name) for folder, _, names in os.walk(
+        os.path.join(os.path.dirname(REPO), "shared", "data", "all-taleqani")) for name in names
+        if name.endswith(".jpg"))[0]
+    with tempfile.TemporaryDirectory() as temp:
+        xml = args.ir_xml or inception_mixed8_ir(args.inception_mixed8, temp)
+        contract = atomic.read_json(os.path.join(os.path.dirname(xml), "ir.json"))["preprocessing"]
+        pixels = preprocess_image(image, contract)[None]
+        stage, requests_in_flight = stage_throughput(xml, args.seconds)
+        print(f"benchmark stage (throughput mode, {requests_in_flight} requests): {stage:.1f} images/s")
+        port = free_port()
+        with open(os.path.join(temp, "server.log"), "w") as log:
+            server = start_server(xml, port, log)
+            try:
+                best = 0.0
+                print("concurrency  images/s  p50 ms  p99 ms  errors")
+                for concurrency in args.concurrency:
+                    fps, p50, p99, errors = load(port, pixels, args.requests, concurrency)
+                    best = max(best, fps)
+                    print(f"{concurrency:11d}  {fps:8.1f}  {p50:6.1f}  {p99:6.1f}  {errors:6d}")
+                after = stage_throughput(xml, args.seconds)[0]  # the machine's load may have changed
+                print(f"benchmark stage after the served run: {after:.1f} images/s")
+                stage = (stage + after) / 2
+                print(f"served / benchmark stage (mean of before and after): {best:.1f} / {stage:.1f} = "
+                      f"{best / stage:.2f}")
+                answers = bad_requests(port, image)
+                for what, status in answers:
+                    print(f"bad request, {what}: {status}")
+                alive = urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=5).status == 200
+                print(f"every bad request a 4xx: {all(400 <= status < 500 for _, status in answers)}; "
+                      f"server alive after them: {alive}")
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        import platform
+        print(f"CPU: {cpu_name()}; {platform.python_version()}; requests per concurrency: {args.requests}")
+
+
+def cpu_name():
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        text = handle.read()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return f"{name} ({', '.join(flag for flag in ('avx2', 'avx512_vnni') if f' {flag}' in flags)})"
+
+
+if __name__ == "__main__":
+    main()
