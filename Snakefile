@@ -40,6 +40,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/clinical.smk"
 
 
 # One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run

@@ -12,9 +12,20 @@ in training (scripts/core/images.py). A ``.pb`` runs on TensorFlow (CPU); an IR 
 OpenVINO device (``--device CPU``, ``GPU``, ``NPU``, ``AUTO``). Folders are searched for
 images recursively. An image that cannot be read gets an error row and the others go on.
 
-Printed: one line per image, ``path<TAB>label probability  label probability ...``.
-``--csv``: path, rank, label, probability, error (one row per label shown, or one error row).
-``--json``: the model, its note, the labels, and per image its top labels or its error.
+The model's probabilities are calibrated (its temperature is in the description). Where
+the description has an operating point (config ``evaluation.positive_classes``), each image
+also gets a ``decision``: "positive" when the summed probability of the positive classes
+is at least the threshold chosen on held-out data, else "negative"; and where it has a
+low-confidence threshold, ``low_confidence`` marks an image whose top probability is
+below it (docs/clinical.md).
+
+Printed: one line per image, ``path<TAB>label probability  label probability ...``, then
+``decision positive (p=0.9731)`` and ``low_confidence`` where they apply.
+``--csv``: path, rank, label, probability, decision, positive_probability, low_confidence,
+error (one row per label shown, or one error row).
+``--json``: the model, its note, the labels, its operating point and low-confidence
+threshold, and per image its top labels, decision, positive probability and
+low_confidence, or its error.
 """
 import argparse
 import os
@@ -108,8 +119,22 @@ def _chunks(items, size):
         yield items[start:start + size]
 
 
+def decide(probabilities, description):
+    """The image's decision, positive-set probability and low_confidence flag (None where the model has none)."""
+    point, confidence = description.get("operating_point"), description.get("low_confidence")
+    result = {"decision": None, "positive_probability": None, "low_confidence": None}
+    if point:
+        positive = sum(float(probabilities[description["labels"].index(name)]) for name in point["positive_classes"])
+        result["positive_probability"] = positive
+        result["decision"] = "positive" if positive >= point["threshold"] else "negative"
+    if confidence:
+        result["low_confidence"] = bool(float(np.max(probabilities)) < confidence["threshold"])
+    return result
+
+
 def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
-    """Yield one dict per image, in order: path, top [(label, probability)], error (or None)."""
+    """Yield one dict per image, in order: path, top [(label, probability)], decision, positive_probability,
+    low_confidence (None where the model has no such threshold), error (or None)."""
     contract, labels = description["preprocessing"], description["labels"]
     for chunk in _chunks(paths, batch_size):
         results, pixels, readable = [], [], []
@@ -117,25 +142,47 @@ def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
             try:
                 pixels.append(preprocess_image(path, contract))
             except UNREADABLE as error:
-                results.append({"path": path, "top": [], "error": f"cannot read the image ({error})"})
+                results.append({"path": path, "top": [], "error": f"cannot read the image ({error})",
+                                **decide(None, {})})
                 continue
             readable.append(len(results))
             results.append({"path": path, "top": [], "error": None})
         if pixels:
             for index, probabilities in zip(readable, model(np.stack(pixels))):
                 results[index]["top"] = top_k(probabilities, labels, k)
+                results[index].update(decide(probabilities, description))
         yield from results
 
 
 # ------------------------------------------------------------------ output
+def _cell(value, digits=6):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.{digits}f}" if isinstance(value, float) else value
+
+
 def write_csv(path, results):
     rows = []
     for result in results:
         if result["error"]:
-            rows.append([result["path"], "", "", "", result["error"]])
-        rows += [[result["path"], rank, label, f"{probability:.6f}", ""]
+            rows.append([result["path"], "", "", "", "", "", "", result["error"]])
+        decision = [_cell(result[key]) for key in ("decision", "positive_probability", "low_confidence")]
+        rows += [[result["path"], rank, label, f"{probability:.6f}", *decision, ""]
                  for rank, (label, probability) in enumerate(result["top"], start=1)]
-    atomic.write_table(path, ["path", "rank", "label", "probability", "error"], rows)
+    atomic.write_table(path, ["path", "rank", "label", "probability", "decision", "positive_probability",
+                              "low_confidence", "error"], rows)
+
+
+def decision_text(result):
+    """`` decision positive (p=0.9731)  low_confidence`` for the printed line ("" where none applies)."""
+    text = ""
+    if result["decision"]:
+        text += f"  decision {result['decision']} (p={result['positive_probability']:.4f})"
+    if result["low_confidence"]:
+        text += "  low_confidence"
+    return text
 
 
 def write_json(path, model_path, kind, device, description, results):
@@ -146,12 +193,17 @@ def write_json(path, model_path, kind, device, description, results):
         "precision": description.get("precision"),
         "note": description.get("note", ""),
         "labels": description["labels"],
+        "calibration": description.get("calibration"),
+        "operating_point": description.get("operating_point"),
+        "low_confidence": description.get("low_confidence"),
         "images": len(results),
         "unreadable": sum(1 for result in results if result["error"]),
         "predictions": [{"path": result["path"],
                          "label": result["top"][0][0] if result["top"] else None,
                          "top": [{"label": label, "probability": probability}
                                  for label, probability in result["top"]],
+                         "decision": result["decision"], "positive_probability": result["positive_probability"],
+                         "low_confidence": result["low_confidence"],
                          "error": result["error"]} for result in results],
     })
 
@@ -184,7 +236,8 @@ def main(argv=None):
             print(f"{result['path']}\terror: {result['error']}", flush=True)
         else:
             print(f"{result['path']}\t" + "  ".join(f"{label} {probability:.4f}"
-                                                     for label, probability in result["top"]), flush=True)
+                                                     for label, probability in result["top"])
+                  + decision_text(result), flush=True)
     if args.csv:
         write_csv(args.csv, results)
     if args.json:

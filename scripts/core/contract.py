@@ -2,7 +2,9 @@
 
 backbone.json (the cut backbone), model.json (the frozen model) and ir.json (an
 OpenVINO IR) each hold a ``preprocessing`` contract (scripts/core/images.py), the
-labels where there are classes, and ``untrained_backbone`` / ``note``.
+labels where there are classes, and ``untrained_backbone`` / ``note``. A deployed
+model's also hold its ``calibration`` (the temperature), ``operating_point`` and
+``low_confidence`` thresholds, from calibration.json (docs/clinical.md).
 """
 import os
 
@@ -30,19 +32,34 @@ def read_description(path):
     return atomic.read_json(path)
 
 
-def model_contract(info, labels, central_fraction, resize, views, hidden_units):
+def deployment_fields(calibration_json):
+    """The temperature, operating point and low-confidence threshold of calibration.json (identity without one)."""
+    if not calibration_json:
+        return {"calibration": {"temperature": 1.0}, "operating_point": None, "low_confidence": None}
+    record = read_description(calibration_json)
+    point, confidence = record.get("operating_point"), record.get("low_confidence")
+    return {"calibration": {"temperature": float(record["temperature"]), "method": "temperature scaling"},
+            "operating_point": None if point is None else {
+                key: point[key] for key in ("positive_classes", "target_sensitivity", "threshold")},
+            "low_confidence": None if confidence is None else {
+                key: confidence[key] for key in ("target_accuracy", "threshold")}}
+
+
+def model_contract(info, labels, central_fraction, resize, views, hidden_units, calibration_json=None):
     """model.json: how to feed the frozen model and what it returns."""
     return {
         "schema_version": 2,
         "input_node": "input",
         "output_node": "final_result",
-        "output": "float32 [N, classes] softmax probabilities, classes in `labels` order",
+        "output": "float32 [N, classes] calibrated softmax probabilities (softmax(logits / temperature), "
+                  "the views' mean), classes in `labels` order",
         "preprocessing": preprocessing_contract(info["input_size"], info["input_range"],
                                                        central_fraction, resize),
         "test_time_views": list(views),
         "labels": labels,
         "backbone": info,
         "hidden_units": hidden_units,
+        **deployment_fields(calibration_json),
         "untrained_backbone": info["untrained"],
         "note": info["note"],
     }

@@ -6,8 +6,10 @@ reproducible on one machine for a given seed. TensorFlow is not needed (TensorBo
 events are written with TensorBoard's own protos).
 
 Outputs: head.npz (scripts/core/head.py), history.csv, TensorBoard events, metrics.json,
-test_predictions.npz (the trained model's test-split softmax, from the cached features).
-Validation and test metrics average the probabilities of the test-time views given.
+test_predictions.npz (the trained model's test-split softmax, and its per-view logits,
+from the cached features), oof_predictions.npz (held-out logits for calibration; here
+the validation split's, see docs/clinical.md). Validation and test metrics average the
+probabilities of the test-time views given; their intervals come from `--evaluation`.
 
     python -m scripts.model.retrain train --train T --validation V --test X --labels L \
         --backbone-json B --settings JSON --experiment NAME --output-head H --output-history C \
@@ -24,7 +26,7 @@ from scripts.core import atomic, formats, records
 from scripts.core import head as head_lib
 from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
-from scripts.core.metrics import classification_metrics
+from scripts.core.metrics import evaluation_metrics
 from scripts.core.progress import Progress
 
 MOMENTUM = 0.9
@@ -256,11 +258,11 @@ def write_tensorboard(folder, history):
                               (event.SerializeToString(deterministic=True) for event in events))
 
 
-def split_metrics(head, views, labels):
+def split_metrics(head, views, labels, evaluation=None, intervals=False):
     """Metrics of one split from its view features (view 0 first), averaging the views' probabilities."""
     probs = head_lib.view_probabilities(head, [view["features"] for view in views])
     true = views[0]["labels"]
-    metrics = classification_metrics(true, probs.argmax(axis=1), labels)
+    metrics = evaluation_metrics(true, probs, labels, evaluation, intervals)
     metrics["loss"] = head_lib.cross_entropy(probs, true)
     return metrics
 
@@ -270,9 +272,9 @@ def load_split(plain, extra_views):
     return formats.read_views([plain, *extra_views])
 
 
-def evaluate(head, splits, labels):
-    """{split: metrics} for {split: list of views}."""
-    return {split: split_metrics(head, views, labels) for split, views in splits.items()}
+def evaluate(head, splits, labels, evaluation=None):
+    """{split: metrics} for {split: list of views}; bootstrap intervals on the held-out splits."""
+    return {split: split_metrics(head, views, labels, evaluation, split != "train") for split, views in splits.items()}
 
 
 def resolved_l2(l2, train_path, num_classes):
@@ -294,7 +296,7 @@ def training_data(train, augmented):
     return formats.concatenate_bottlenecks(parts)
 
 
-def run(paths, labels_path, backbone_json, settings, outputs, experiment):
+def run(paths, labels_path, backbone_json, settings, outputs, experiment, evaluation=None):
     """Train a head on cached features and write head, history, TensorBoard events and metrics."""
     labels = formats.read_labels(labels_path)
     backbone = atomic.read_json(backbone_json)
@@ -310,17 +312,33 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment):
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)
     metrics = metrics_record(experiment, "head", backbone, settings, summary, labels,
-                             evaluate(head, {"train": [formats.read_bottlenecks(paths["train"])], **splits}, labels))
+                             evaluate(head, {"train": [formats.read_bottlenecks(paths["train"])], **splits}, labels,
+                                      evaluation))
     write_test_predictions(outputs["predictions"], head, splits["test"])
+    write_held_out_predictions(outputs.get("oof"), head, splits["validation"])
     atomic.write_json(outputs["metrics"], metrics)
     return metrics
 
 
 def write_test_predictions(path, head, views):
-    """The trained model's test-split softmax (views averaged): the deployed IRs' reference, and the gallery's."""
+    """The trained model's test-split softmax (views averaged) and per-view logits: the deployed IRs' reference."""
     probs = head_lib.view_probabilities(head, [view["features"] for view in views])
     test = views[0]
-    formats.write_predictions(path, probs, test["labels"], test["sha256"], test["filenames"])
+    formats.write_predictions(path, probs, test["labels"], test["sha256"], test["filenames"],
+                              view_logits=head_lib.view_logits(head, [view["features"] for view in views]))
+
+
+def write_held_out_predictions(path, head, views):
+    """oof_predictions.npz from the validation split (the contract of docs/clinical.md): logits of view 0,
+    per-view logits, labels, paths, folds (0) and splits ("validation")."""
+    if not path:
+        return
+    held_out = views[0]
+    view_logits = head_lib.view_logits(head, [view["features"] for view in views]).astype(np.float32)
+    count = len(held_out["labels"])
+    formats.write_npz(path, logits=view_logits[0], view_logits=view_logits,
+                      labels=np.asarray(held_out["labels"], np.int64), paths=np.asarray(held_out["filenames"], str),
+                      folds=np.zeros(count, np.int64), splits=np.full(count, "validation"))
 
 
 def metrics_record(experiment, mode, backbone, settings, summary, labels, splits):
@@ -337,7 +355,8 @@ def metrics_record(experiment, mode, backbone, settings, summary, labels, splits
     }
 
 
-def score(head_path, labels_path, backbone_json, settings, paths, outputs, experiment, mode, history_csv):
+def score(head_path, labels_path, backbone_json, settings, paths, outputs, experiment, mode, history_csv,
+          evaluation=None):
     """metrics.json of a head trained elsewhere (fine-tuning) on its backbone's cached features."""
     head = head_lib.load(head_path)
     labels = formats.read_labels(labels_path)
@@ -349,8 +368,9 @@ def score(head_path, labels_path, backbone_json, settings, paths, outputs, exper
     summary = {"epochs_run": len(history), "best_epoch": int(best["epoch"]), "monitored": "validation",
                "stopped_early": False}
     metrics = metrics_record(experiment, mode, atomic.read_json(backbone_json), settings, summary, labels,
-                             evaluate(head, splits, labels))
+                             evaluate(head, splits, labels, evaluation))
     write_test_predictions(outputs["predictions"], head, splits["test"])
+    write_held_out_predictions(outputs.get("oof"), head, splits["validation"])
     atomic.write_json(outputs["metrics"], metrics)
     return metrics
 
@@ -365,6 +385,9 @@ def add_feature_arguments(parser):
     parser.add_argument("--backbone-json", required=True, help="the backbone's description (untrained or not)")
     parser.add_argument("--settings", required=True, help="the experiment's train/augment/preprocess settings, JSON")
     parser.add_argument("--experiment", required=True)
+    parser.add_argument("--evaluation", default="{}",
+                        help="JSON: positive_classes, bootstrap_samples, seed (metrics' binary view and intervals)")
+    parser.add_argument("--output-oof", help="oof_predictions.npz: the held-out (validation) logits for calibration")
 
 
 def main(argv=None):
@@ -389,12 +412,13 @@ def main(argv=None):
              "augmented": getattr(args, "augmented", [])}
     if args.command == "train":
         names = ("head", "history", "tensorboard", "metrics", "predictions")
-        outputs = {name: getattr(args, f"output_{name}") for name in names}
-        metrics = run(paths, args.labels, args.backbone_json, settings, outputs, args.experiment)
+        outputs = {name: getattr(args, f"output_{name}") for name in names} | {"oof": args.output_oof}
+        metrics = run(paths, args.labels, args.backbone_json, settings, outputs, args.experiment,
+                      json.loads(args.evaluation))
     else:
-        outputs = {"metrics": args.output_metrics, "predictions": args.output_predictions}
+        outputs = {"metrics": args.output_metrics, "predictions": args.output_predictions, "oof": args.output_oof}
         metrics = score(args.head, args.labels, args.backbone_json, settings, paths, outputs, args.experiment,
-                        args.mode, args.history)
+                        args.mode, args.history, json.loads(args.evaluation))
     for split in ("validation", "test"):
         print(f"{split} accuracy: {metrics['splits'][split]['accuracy']:.4f}{note_suffix(metrics['note'])}")
 

@@ -391,6 +391,7 @@ def deploy_targets(experiment, benchmarks=True):
             f"{RESULTS}/{experiment}/benchmarks/benchmarks.{ext}"
             for ext in ("csv", "json")
         ]
+    targets.append(f"{RESULTS}/{experiment}/model_card.md")
     return targets
 
 
@@ -469,7 +470,7 @@ def report_targets(wildcards):
     for experiment in deployed_experiments(selected):
         targets += [
             f"{RESULTS}/{experiment}/report/{name}"
-            for name in ("ir_accuracy.csv", "benchmarks.png")
+            for name in ("ir_accuracy.csv", "benchmarks.png", *CLINICAL_FIGURES)
         ]
     return targets
 
@@ -512,3 +513,23 @@ def current_outputs():
         return {str(path) for job in workflow.dag.jobs for path in job.output}
     except AttributeError:  # Snakemake's DAG is not a public API
         return None
+
+
+# ------------------------------------------------------------------ clinical metrics and calibration
+# (branch `clinical`, issue 23: docs/clinical.md)
+CLINICAL_FIGURES = (
+    "roc.png",
+    "precision_recall.png",
+    "reliability.png",
+    "operating_point.png",
+)
+
+
+def evaluation_json(*keys):
+    """The config's `evaluation` keys a job reads, as JSON (its params: a change reruns exactly those jobs)."""
+    return json.dumps({key: config["evaluation"][key] for key in keys}, sort_keys=True)
+
+
+def metrics_evaluation():
+    """What metrics (binary view and bootstrap intervals) read: retrain, score_finetune, evaluate_ir."""
+    return evaluation_json("positive_classes", "bootstrap_samples", "seed")
