@@ -32,7 +32,7 @@ def data_fingerprint(manifest_tsv):
     return len(rows), hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def interval(value, ci, digits=3):
+def interval(value, ci, digits=4):
     if value is None:
         return "n/a"
     text = f"{value:.{digits}f}"

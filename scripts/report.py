@@ -335,11 +335,11 @@ def curve_figure(kind, labels, true, probabilities, point, title, path):
         if kind == "roc":
             x, y, _ = sk.roc_curve(positive, score)
             value = sk.roc_auc_score(positive, score)
-            axis.plot(x, y, style, label=f"{name} (AUC {value:.3f})")
+            axis.plot(x, y, style, label=f"{name} (AUC {value:.4f})")
         else:
             y, x, _ = sk.precision_recall_curve(positive, score)
             value = sk.average_precision_score(positive, score)
-            axis.plot(x, y, style, label=f"{name} (AP {value:.3f})")
+            axis.plot(x, y, style, label=f"{name} (AP {value:.4f})")
     if point:
         score, members = positive_probability(probabilities, labels, point["positive_classes"])
         decided, positive = score >= point["threshold"], members[true]
