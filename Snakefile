@@ -44,6 +44,7 @@ include: "workflow/rules/audit.smk"
 include: "workflow/rules/explain.smk"
 include: "workflow/rules/serve.smk"
 include: "workflow/rules/track.smk"
+include: "workflow/rules/clinical.smk"
 
 
 # One results folder, one data set and backbone (scripts/run_identity.py): a run, dry-run

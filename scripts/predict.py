@@ -15,9 +15,20 @@ The model file is checked before anything runs it (scripts/core/model_check.py),
 description must be this model's (its input size, one label per output). Images are read
 one batch ahead and each row is written as it comes, so a folder of any size streams.
 
-Printed: one line per image, ``path<TAB>label probability  label probability ...``.
-``--csv``: path, rank, label, probability, error (one row per label shown, or one error row).
-``--json``: the model, its note, the labels, and per image its top labels or its error.
+The model's probabilities are calibrated (its temperature is in the description). Where
+the description has an operating point (config ``evaluation.positive_classes``), each image
+also gets a ``decision``: "positive" when the summed probability of the positive classes
+is at least the threshold chosen on held-out data, else "negative"; and where it has a
+low-confidence threshold, ``low_confidence`` marks an image whose top probability is
+below it (docs/clinical.md).
+
+Printed: one line per image, ``path<TAB>label probability  label probability ...``, then
+``decision positive (p=0.9731)`` and ``low_confidence`` where they apply.
+``--csv``: path, rank, label, probability, decision, positive_probability, low_confidence,
+error (one row per label shown, or one error row).
+``--json``: the model, its note, the labels, its operating point and low-confidence
+threshold, and per image its top labels, decision, positive probability and
+low_confidence, or its error. Both are written as the images come (streamed).
 ``--explain DIR --head head.npz``: a saliency overlay PNG per image (DIR mirrors the
 folders given), the map of the top label (scripts/core/saliency.py: CAM for a linear
 head, Grad-CAM for one with a hidden layer), from the float graph: the --model itself
@@ -179,8 +190,22 @@ def _chunks(items, size):
         yield chunk
 
 
+def decide(probabilities, description):
+    """The image's decision, positive-set probability and low_confidence flag (None where the model has none)."""
+    point, confidence = description.get("operating_point"), description.get("low_confidence")
+    result = {"decision": None, "positive_probability": None, "low_confidence": None}
+    if point:
+        positive = sum(float(probabilities[description["labels"].index(name)]) for name in point["positive_classes"])
+        result["positive_probability"] = positive
+        result["decision"] = "positive" if positive >= point["threshold"] else "negative"
+    if confidence:
+        result["low_confidence"] = bool(float(np.max(probabilities)) < confidence["threshold"])
+    return result
+
+
 def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
-    """Yield one dict per image, in order: path, top [(label, probability)], error (or None).
+    """Yield one dict per image, in order: path, top [(label, probability)], decision, positive_probability,
+    low_confidence (None where the model has no such threshold), error (or None).
 
     ``paths`` may be any iterable; it is read one batch ahead, so only a batch of images is in memory.
     """
@@ -191,13 +216,15 @@ def predict(model, description, paths, k=3, batch_size=BATCH_SIZE):
             try:
                 pixels.append(preprocess_image(path, contract))
             except UNREADABLE as error:
-                results.append({"path": path, "top": [], "error": f"cannot read the image ({error})"})
+                results.append({"path": path, "top": [], "error": f"cannot read the image ({error})",
+                                **decide(None, {})})
                 continue
             readable.append(len(results))
             results.append({"path": path, "top": [], "error": None})
         if pixels:
             for index, probabilities in zip(readable, model(np.stack(pixels))):
                 results[index]["top"] = top_k(probabilities, labels, k)
+                results[index].update(decide(probabilities, description))
         yield from results
 
 
@@ -279,20 +306,40 @@ class Explainer:
 
 
 # ------------------------------------------------------------------ output
-CSV_HEADER = ["path", "rank", "label", "probability", "error"]
+CSV_HEADER = ["path", "rank", "label", "probability", "decision", "positive_probability", "low_confidence", "error"]
+
+
+def _cell(value, digits=6):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.{digits}f}" if isinstance(value, float) else value
+
+
+def decision_text(result):
+    """`` decision positive (p=0.9731)  low_confidence`` for the printed line ("" where none applies)."""
+    text = ""
+    if result["decision"]:
+        text += f"  decision {result['decision']} (p={result['positive_probability']:.4f})"
+    if result["low_confidence"]:
+        text += "  low_confidence"
+    return text
 
 
 def csv_rows(result):
     if result["error"]:
-        return [[result["path"], "", "", "", result["error"]]]
-    return [[result["path"], rank, label, f"{probability:.6f}", ""]
+        return [[result["path"], "", "", "", "", "", "", result["error"]]]
+    decision = [_cell(result[key]) for key in ("decision", "positive_probability", "low_confidence")]
+    return [[result["path"], rank, label, f"{probability:.6f}", *decision, ""]
             for rank, (label, probability) in enumerate(result["top"], start=1)]
 
 
 def json_entry(result):
     entry = {"path": result["path"], "label": result["top"][0][0] if result["top"] else None,
              "top": [{"label": label, "probability": probability} for label, probability in result["top"]],
-             "error": result["error"]}
+             "decision": result["decision"], "positive_probability": result["positive_probability"],
+             "low_confidence": result["low_confidence"], "error": result["error"]}
     if "explanation" in result:
         entry["explanation"] = result["explanation"]
     return entry
@@ -335,6 +382,9 @@ def json_header(model_path, kind, device, description):
         "precision": description.get("precision"),
         "note": description.get("note", ""),
         "labels": description["labels"],
+        "calibration": description.get("calibration"),
+        "operating_point": description.get("operating_point"),
+        "low_confidence": description.get("low_confidence"),
     }
 
 
@@ -343,7 +393,8 @@ def print_result(result):
         print(f"{result['path']}\terror: {result['error']}", flush=True)
     else:
         print(f"{result['path']}\t" + "  ".join(f"{label} {probability:.4f}"
-                                                for label, probability in result["top"]), flush=True)
+                                                for label, probability in result["top"])
+              + decision_text(result), flush=True)
 
 
 def main(argv=None):

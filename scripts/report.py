@@ -12,6 +12,9 @@
     python -m scripts.report near-duplicates --table near_duplicates.csv --summary near_duplicates.json \
         --tfrecords T... --output N.png
     python -m scripts.report label-issues --table label_issues.csv --tfrecords T... --shown 24 --output L.png
+    python -m scripts.report clinical --predictions test_predictions.npz --held-out oof_predictions.npz \
+        --calibration calibration.json --output-roc R.png --output-precision-recall P.png \
+        --output-reliability C.png --output-operating-point O.png
 
 Every figure made from an untrained backbone says so in its title.
 """
@@ -397,6 +400,135 @@ def label_issues_gallery(table_csv, tfrecord_paths, shown, path):
     save_figure(figure, path)
 
 
+# ------------------------------------------------------------------ clinical figures (docs/clinical.md)
+def _calibrated(logits_or_probabilities, temperature):
+    from scripts.core.calibration import calibrated_probabilities
+    return calibrated_probabilities(logits_or_probabilities, temperature)
+
+
+def test_probabilities(predictions, temperature):
+    """(calibrated, uncalibrated) test probabilities of the trained model, from its per-view logits."""
+    if "view_logits" not in predictions:
+        raise PipelineError("test_predictions.npz has no view_logits array (made before calibration existed)")
+    return _calibrated(predictions["view_logits"], temperature), _calibrated(predictions["view_logits"], 1.0)
+
+
+def curve_figure(kind, labels, true, probabilities, point, title, path):
+    """ROC or precision-recall curves: one-vs-rest per class, and the positive set's (with the operating point)."""
+    from sklearn import metrics as sk
+
+    from scripts.core.metrics import positive_probability
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6, 5))
+    curves = [(name, true == index, probabilities[:, index], "-") for index, name in enumerate(labels)]
+    if point:
+        score, members = positive_probability(probabilities, labels, point["positive_classes"])
+        curves.append(("+".join(point["positive_classes"]) + " vs rest", members[true], score, "--"))
+    for name, positive, score, style in curves:
+        if positive.all() or not positive.any():
+            continue
+        if kind == "roc":
+            x, y, _ = sk.roc_curve(positive, score)
+            value = sk.roc_auc_score(positive, score)
+            axis.plot(x, y, style, label=f"{name} (AUC {value:.4f})")
+        else:
+            y, x, _ = sk.precision_recall_curve(positive, score)
+            value = sk.average_precision_score(positive, score)
+            axis.plot(x, y, style, label=f"{name} (AP {value:.4f})")
+    if point:
+        score, members = positive_probability(probabilities, labels, point["positive_classes"])
+        decided, positive = score >= point["threshold"], members[true]
+        sensitivity = float(decided[positive].mean()) if positive.any() else 0.0
+        if kind == "roc":
+            x_value = float(decided[~positive].mean()) if (~positive).any() else 0.0
+        else:
+            x_value, sensitivity = sensitivity, float(positive[decided].mean()) if decided.any() else 1.0
+        axis.plot([x_value], [sensitivity], "ko", label=f"operating point (threshold {point['threshold']:.3g})")
+    if kind == "roc":
+        axis.plot([0, 1], [0, 1], ":", color="grey")
+        axis.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)")
+    else:
+        axis.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)")
+    axis.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), title=title)
+    axis.legend(fontsize=8, loc="lower right" if kind == "roc" else "lower left")
+    axis.grid(alpha=0.3)
+    save_figure(figure, path)
+
+
+def reliability_figure(panels, title, path):
+    """Reliability diagrams (accuracy against confidence per bin), before and after calibration, per data set."""
+    from scripts.core.metrics import reliability
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for axis, (name, true, before, after) in zip(axes[0], panels):
+        axis.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+        for label, probabilities, style in (("before", before, "s--"), ("after", after, "o-")):
+            bins = reliability(probabilities, true)
+            shown = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"]) if c is not None]
+            axis.plot([c for c, _ in shown], [a for _, a in shown], style, label=f"{label} (ECE {bins['ece']:.4f})")
+        axis.set(xlabel="confidence (top probability)", ylabel="accuracy", xlim=(0, 1.01), ylim=(0, 1.01),
+                 title=f"{name} ({len(true)} images)")
+        axis.legend(fontsize=8, loc="upper left")
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
+def operating_point_figure(panels, point, title, path):
+    """The binary confusion matrices at the operating point (held-out and test), or a note without one."""
+    plt = pyplot()
+    if not point:
+        figure, axis = plt.subplots(figsize=(6, 1.6))
+        axis.axis("off")
+        axis.text(0.5, 0.5, "No operating point: config evaluation.positive_classes is not set.", ha="center",
+                  va="center")
+        figure.suptitle(title)
+        save_figure(figure, path)
+        return
+    from scripts.core.metrics import binary_view
+    names = ["rest", "+".join(point["positive_classes"])]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for axis, (name, true, probabilities, labels) in zip(axes[0], panels):
+        view, _ = binary_view(true, probabilities, labels, point["positive_classes"], point["threshold"])
+        matrix = np.asarray(view["confusion_matrix"])
+        axis.imshow(matrix, cmap="Blues")
+        for (row, column), count in np.ndenumerate(matrix):
+            axis.text(column, row, str(count), ha="center", va="center",
+                      color="white" if count > matrix.max() / 2 else "black")
+        axis.set_xticks([0, 1], names)
+        axis.set_yticks([0, 1], names)
+        axis.set(xlabel="decided", ylabel="true", title=f"{name}: sensitivity {view['sensitivity']:.3f}, "
+                 f"specificity {view['specificity']:.3f}")
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
+def clinical(predictions_npz, held_out_npz, calibration_json, outputs, experiment=""):
+    """outputs: {"roc", "precision_recall", "reliability", "operating_point"} PNG paths."""
+    calibration = atomic.read_json(calibration_json)
+    labels, temperature, point = calibration["labels"], calibration["temperature"], calibration["operating_point"]
+    predictions = formats.read_predictions(predictions_npz)
+    held_out = formats.read_npz(held_out_npz)
+    true = np.asarray(predictions["labels"], np.int64)
+    after, before = test_probabilities(predictions, temperature)
+    held_logits = held_out.get("view_logits", held_out["logits"])
+    held_true = np.asarray(held_out["labels"], np.int64)
+    held_after, held_before = _calibrated(held_logits, temperature), _calibrated(held_logits, 1.0)
+    prefix = f"{experiment}: " if experiment else ""
+    suffix = f" (calibrated, T = {temperature:.3f})"
+    curve_figure("roc", labels, true, after, point, f"{prefix}test ROC curves{suffix}", outputs["roc"])
+    curve_figure("pr", labels, true, after, point, f"{prefix}test precision-recall curves{suffix}",
+                 outputs["precision_recall"])
+    reliability_figure([("held-out (fit)", held_true, held_before, held_after), ("test", true, before, after)],
+                       f"{prefix}reliability before and after temperature scaling (T = {temperature:.3f})",
+                       outputs["reliability"])
+    operating_point_figure([("held-out", held_true, held_after, labels), ("test", true, after, labels)], point,
+                           f"{prefix}binary decision at the operating point", outputs["operating_point"])
+
+
+CLINICAL_OUTPUTS = ("roc", "precision_recall", "reliability", "operating_point")
+
+
 TRAINING_OUTPUTS = ("curves", "confusion_validation", "confusion_test", "per_class")
 DEPLOYMENT_OUTPUTS = ("ir_table", "chart", "table")
 GALLERY_OUTPUTS = ("figure", "table")
@@ -448,11 +580,21 @@ def main(argv=None):
     suspects.add_argument("--tfrecords", nargs="+", required=True, help="the train and validation TFRecord shards")
     suspects.add_argument("--shown", type=int, required=True, help="images shown (audit.label_issues_shown)")
     suspects.add_argument("--output", required=True)
+    clinic = commands.add_parser("clinical", help="ROC, precision-recall, reliability and operating-point figures")
+    clinic.add_argument("--predictions", required=True, help="test_predictions.npz (with view_logits)")
+    clinic.add_argument("--held-out", required=True, help="oof_predictions.npz")
+    clinic.add_argument("--calibration", required=True, help="calibration.json")
+    clinic.add_argument("--experiment", default="", help="its name, for the titles")
+    for name in CLINICAL_OUTPUTS:
+        clinic.add_argument(f"--output-{name.replace('_', '-')}", required=True)
     args = parser.parse_args(argv)
     if args.command == "near-duplicates":
         near_duplicates_figure(args.table, args.summary, args.tfrecords, args.output)
     elif args.command == "label-issues":
         label_issues_gallery(args.table, args.tfrecords, args.shown, args.output)
+    elif args.command == "clinical":
+        clinical(args.predictions, args.held_out, args.calibration, outputs_of(args, CLINICAL_OUTPUTS),
+                 args.experiment)
     elif args.command == "data":
         data_summary(args.structure_summary, args.split_summary, args.output)
     elif args.command == "training":

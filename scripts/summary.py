@@ -69,6 +69,14 @@ def _accuracy(value):
     return NO_VALUE if value is None else f"{value:.4f}"
 
 
+def _accuracy_ci(metrics):
+    """Accuracy with its 95% bootstrap interval where metrics.json / evaluation.json has one."""
+    value, interval = metrics.get("accuracy"), metrics.get("accuracy_ci95")
+    if value is None or not interval:
+        return _accuracy(value)
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def _number(value, digits=1):
     return NO_VALUE if value is None else f"{float(value):.{digits}f}"
 
@@ -148,7 +156,7 @@ def experiment_rows(results, experiments, metrics_by_experiment, selected):
             continue
         splits = metrics.get("splits", {})
         rows.append([("* " if name == selected else "  ") + name, metrics.get("mode", NO_VALUE),
-                     selection_figure(metrics), _accuracy(splits.get("test", {}).get("accuracy"))])
+                     selection_figure(metrics), _accuracy_ci(splits.get("test", {}))])
     return rows
 
 
@@ -177,13 +185,13 @@ def deployment_lines(results, experiment, display):
     rows = []
     for precision in precisions or sorted({precision for _, precision in benchmarks}):
         evaluation = results.json(experiment, "ir", precision, "evaluation.json") or {}
-        accuracy = evaluation.get("metrics", {}).get("accuracy")
+        accuracy = _accuracy_ci(evaluation.get("metrics", {}))
         drop = evaluation.get("accuracy_drop_points")
         xml = results.path(experiment, "ir", precision, "model.xml")
         for device in devices:
             entry = benchmarks.get((device, precision), {})
             skipped = entry.get("skipped") and "latency" not in entry and "throughput" not in entry
-            rows.append([precision, device or NO_VALUE, _accuracy(accuracy),
+            rows.append([precision, device or NO_VALUE, accuracy,
                          NO_VALUE if drop is None else f"{drop:.2f}",
                          "absent" if skipped else _number(entry.get("latency")),
                          "absent" if skipped else _number(entry.get("throughput")),
@@ -210,7 +218,7 @@ def summary_text(experiments, results="results", current=None, report_command=No
         lines.append(audit)
     rows = experiment_rows(results, experiments, metrics_by_experiment, selected)
     if rows:
-        lines += [""] * bool(lines) + ["Accuracy of the retrained model per experiment:",
+        lines += [""] * bool(lines) + ["Accuracy of the retrained model per experiment (test: [95% bootstrap interval]):",
                   *table(["experiment", "mode", "cross-validated", "test"], rows)]
         if selected in experiments:
             metric = (results.json("selected.json") or {}).get("metric", "cv_accuracy")

@@ -22,7 +22,7 @@ from scripts.model import backbone_ir, bottlenecks, freeze
 CALIBRATION = 8
 TEST_IMAGES = 15
 EVALUATION_KEYS = {"schema_version", "precision", "metrics", "tensorflow_accuracy", "accuracy_drop_points",
-                   "agreement", "check", "untrained_backbone", "note"}
+                   "agreement", "check", "untrained_backbone", "note", "calibration", "operating_point", "low_confidence"}
 
 
 def ir_settings(precision):

@@ -15,10 +15,13 @@ from scripts.core.errors import PipelineError
 from scripts.core.inference import run_over_examples
 
 
-def reference_probabilities(head, features_paths):
-    """(probabilities [N, classes], the plain features' dict) from cached features: plain, then each view."""
+def reference_probabilities(head, features_paths, temperature=1.0):
+    """(probabilities [N, classes], the plain features' dict) from cached features: plain, then each view.
+
+    ``temperature`` divides the logits before the softmax (a deployed model's calibration).
+    """
     views = formats.read_views(features_paths)
-    return head_lib.view_probabilities(head, [view["features"] for view in views]), views[0]
+    return head_lib.view_probabilities(head, [view["features"] for view in views], temperature), views[0]
 
 
 def sample_check(model, contract, test_tfrecords, reference, count, tolerance, threads, what):

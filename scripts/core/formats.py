@@ -3,6 +3,7 @@
     labels.json                a JSON list of class names; index = label id
     bottlenecks *.npz          features [N, D] float32, labels [N], sha256 [N], filenames [N]
     predictions *.npz          probabilities [N, classes], labels [N], sha256 [N], filenames [N], accuracy
+                               (test_predictions.npz also view_logits [views, N, classes])
     backbone.json, model.json  JSON descriptions of a model (see scripts/core/contract.py)
 
 Tables (.csv/.tsv) and JSON are read and written by scripts/core/atomic.py; the head's
@@ -76,13 +77,13 @@ def concatenate_bottlenecks(parts):
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def write_predictions(path, probabilities, labels, hashes, names):
-    """A model's softmax over a split; returns its accuracy."""
+def write_predictions(path, probabilities, labels, hashes, names, **extra):
+    """A model's softmax over a split (and any ``extra`` arrays, e.g. view_logits); returns its accuracy."""
     labels = np.asarray(labels, np.int64)
     accuracy = float((probabilities.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
     write_npz(path, probabilities=np.asarray(probabilities, np.float32), labels=labels,
               sha256=np.asarray(hashes, dtype=str), filenames=np.asarray(names, dtype=str),
-              accuracy=np.float64(accuracy))
+              accuracy=np.float64(accuracy), **extra)
     return accuracy
 
 

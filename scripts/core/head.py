@@ -6,7 +6,8 @@ A head is a dict of numpy arrays (saved as head.npz):
     logits_w, logits_b
 The same arithmetic is written in NumPy here, as TensorFlow ops in scripts/model/freeze.py
 and as OpenVINO ops in scripts/deploy/ir.py. With test-time views, the probabilities of
-an image are the mean over its views' probabilities.
+an image are the mean over its views' probabilities. A deployed model divides the logits
+by its calibration temperature before the softmax (scripts/core/calibration.py).
 """
 import numpy as np
 
@@ -26,14 +27,25 @@ def hidden_activations(head, features):
     return np.maximum(standardised @ head["hidden_w"] + head["hidden_b"], 0.0)
 
 
-def probabilities(head, features):
-    """Class probabilities [N, classes] for bottleneck features [N, D]."""
-    return softmax(hidden_activations(head, features) @ head["logits_w"] + head["logits_b"])
+def logits(head, features):
+    """The head's logits [N, classes] for bottleneck features [N, D]."""
+    return hidden_activations(head, features) @ head["logits_w"] + head["logits_b"]
 
 
-def view_probabilities(head, view_features):
+def probabilities(head, features, temperature=1.0):
+    """Class probabilities [N, classes] for bottleneck features [N, D]: softmax(logits / temperature)."""
+    values = logits(head, features)
+    return softmax(values if temperature == 1.0 else values / np.float32(temperature))
+
+
+def view_probabilities(head, view_features, temperature=1.0):
     """Class probabilities [N, classes] averaged over views: ``view_features`` is a list of [N, D]."""
-    return np.mean([probabilities(head, features) for features in view_features], axis=0)
+    return np.mean([probabilities(head, features, temperature) for features in view_features], axis=0)
+
+
+def view_logits(head, view_features):
+    """The logits of every view, [views, N, classes]."""
+    return np.stack([logits(head, features) for features in view_features])
 
 
 def cross_entropy(probs, labels):

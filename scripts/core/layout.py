@@ -132,6 +132,10 @@ class Layout:
     def metrics(self, experiment):
         return posixpath.join(self.model_dir(experiment), "metrics.json")
 
+    def calibration(self, experiment):
+        """The deployed model's temperature and thresholds, fitted on held-out predictions."""
+        return posixpath.join(self.model_dir(experiment), "calibration.json")
+
     def test_predictions(self, experiment):
         return posixpath.join(self.model_dir(experiment), "test_predictions.npz")
 
@@ -168,6 +172,9 @@ class Layout:
 
     def ir_json(self, experiment, precision):
         return posixpath.join(self.ir_dir(experiment, precision), "ir.json")
+
+    def ir_test_predictions(self, experiment, precision):
+        return posixpath.join(self.ir_dir(experiment, precision), "test_predictions.npz")
 
     def evaluation(self, experiment, precision):
         return posixpath.join(self.ir_dir(experiment, precision), "evaluation.json")

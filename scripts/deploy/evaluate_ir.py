@@ -7,31 +7,41 @@ backbone IR: no image goes through the backbone again when only the head changed
 
     python -m scripts.deploy.evaluate_ir --ir-json J --head H --test-features F --test-view-features V... \
         --reference test_predictions.npz --output evaluation.json [--min-fp-agreement 0.995] \
-        [--max-int8-accuracy-drop 1.0]
+        [--max-int8-accuracy-drop 1.0] [--evaluation JSON] [--output-predictions P]
+
+``--output-predictions``: the IR's calibrated test probabilities (the predictions format of
+scripts/core/formats.py), from which every figure of evaluation.json can be recomputed.
 
 evaluation.json:
     {"schema_version": 2, "precision": "FP16",
-     "metrics": {...},                         # scripts/core/metrics.py:classification_metrics
-     "tensorflow_accuracy": float,             # the trained model's (test_predictions.npz)
+     "metrics": {...},                         # scripts/core/metrics.py:probability_metrics, with intervals
+     "tensorflow_accuracy": float,             # the trained model's (test_predictions.npz), calibrated
      "accuracy_drop_points": float,            # trained minus IR, percentage points
      "agreement": {"top1_agreement": float, "max_abs_probability_difference": float, "images": int},
      "check": {...},                           # the sample run through the IR file (ir.json)
+     "calibration": {"temperature": T, "before": {ece, brier, log_loss}, "after": {...}},  # on test
+     "operating_point": null | binary view at the held-out threshold, with intervals,
+     "low_confidence": null | {"threshold", "target_accuracy", "test": {coverage, confident_accuracy, ...}},
      "untrained_backbone": bool, "note": str}
+
+The IR outputs calibrated probabilities (the temperature is in ir.json), so every figure
+is of those; ``calibration`` also has the test figures of the uncalibrated ones (T = 1).
 
 FP32 and FP16 must agree with the trained model's top-1 on at least
 ``export.min_fp_agreement`` of the images; INT8 fails only above
 ``export.max_int8_accuracy_drop``, when it is set.
 """
 import argparse
+import json
 
 import numpy as np
 
-from scripts.core import atomic, formats
+from scripts.core import atomic, calibration, formats
 from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities
 from scripts.core.contract import note_suffix
 from scripts.core.errors import PipelineError, run_cli
-from scripts.core.metrics import classification_metrics
+from scripts.core.metrics import evaluation_metrics, operating_point_metrics
 
 
 def agreement(ir_probs, reference_probs):
@@ -57,29 +67,69 @@ def check_thresholds(evaluation, min_fp_agreement, max_int8_drop):
                             f"{evaluation['tensorflow_accuracy']:.2%}), more than the allowed {max_int8_drop:g}")
 
 
-def evaluate(ir_json, head_path, features_paths, reference_npz, output, min_fp_agreement, max_int8_drop):
+def calibration_figures(raw, calibrated, labels, temperature):
+    """Test ECE, Brier score and log loss before (T = 1) and after calibration."""
+    def figures(probs):
+        metrics = evaluation_metrics(labels, probs, [str(index) for index in range(probs.shape[1])], None, False)
+        return {key: metrics[key] for key in ("ece", "brier", "log_loss")}
+    return {"temperature": temperature, "before": figures(raw), "after": figures(calibrated)}
+
+
+def calibrated_reference(reference, temperature):
+    """The trained model's test probabilities and accuracy at the deployed temperature (from its per-view logits)."""
+    if temperature == 1.0 or "view_logits" not in reference:
+        return reference["probabilities"], float(reference["accuracy"])
+    probs = calibration.calibrated_probabilities(reference["view_logits"], temperature)
+    return probs, float((probs.argmax(axis=1) == reference["labels"]).mean())
+
+
+def decision_figures(description, labels, probs, evaluation):
+    """The operating point's and the low-confidence threshold's test figures (None where not set)."""
+    point, confidence = description.get("operating_point"), description.get("low_confidence")
+    samples, seed = evaluation.get("bootstrap_samples", 0), evaluation.get("seed", 0)
+    at_point = None if not point else {
+        "target_sensitivity": point["target_sensitivity"], "chosen_on": "held-out predictions",
+        "test": operating_point_metrics(labels, probs, description["labels"], point["positive_classes"],
+                                        point["threshold"], samples, seed)}
+    low = None if not confidence else {**confidence,
+                                       "test": calibration.confident_figures(probs, labels, confidence["threshold"])}
+    return at_point, low
+
+
+def evaluate(ir_json, head_path, features_paths, reference_npz, output, min_fp_agreement, max_int8_drop,
+             evaluation_settings=None, predictions_output=None):
     """Write evaluation.json of one IR, or fail on the thresholds (then nothing is written)."""
     description = atomic.read_json(ir_json)
-    probs, test = reference_probabilities(head_lib.load(head_path), features_paths)
+    evaluation_settings = evaluation_settings or {}
+    temperature = description.get("calibration", {}).get("temperature", 1.0)
+    head = head_lib.load(head_path)
+    probs, test = reference_probabilities(head, features_paths, temperature)
+    raw, _ = reference_probabilities(head, features_paths)
     reference = formats.read_predictions(reference_npz)
     if list(test["sha256"]) != list(reference["sha256"]):
         raise PipelineError(f"{reference_npz}: made from other test images than {features_paths[0]}")
     if len(test["labels"]) == 0:
         raise PipelineError(f"{features_paths[0]}: the test split is empty, there is nothing to evaluate")
-    metrics = classification_metrics(test["labels"], probs.argmax(axis=1), description["labels"])
-    reference_accuracy = float(reference["accuracy"])
+    metrics = evaluation_metrics(test["labels"], probs, description["labels"], evaluation_settings)
+    reference_probs, reference_accuracy = calibrated_reference(reference, temperature)
+    at_point, low = decision_figures(description, test["labels"], probs, evaluation_settings)
     evaluation = {
         "schema_version": 2,
         "precision": description["precision"],
         "metrics": metrics,
         "tensorflow_accuracy": reference_accuracy,
         "accuracy_drop_points": 100.0 * (reference_accuracy - metrics["accuracy"]),
-        "agreement": agreement(probs, reference["probabilities"]),
+        "agreement": agreement(probs, reference_probs),
         "check": description["check"],
+        "calibration": calibration_figures(raw, probs, test["labels"], temperature),
+        "operating_point": at_point,
+        "low_confidence": low,
         "untrained_backbone": description["untrained_backbone"],
         "note": description["note"],
     }
     check_thresholds(evaluation, min_fp_agreement, max_int8_drop)
+    if predictions_output:
+        formats.write_predictions(predictions_output, probs, test["labels"], test["sha256"], test["filenames"])
     atomic.write_json(output, evaluation)
     return evaluation
 
@@ -96,9 +146,12 @@ def main(argv=None):
                         help="FP32/FP16: least top-1 agreement with the trained model, 0 to 1")
     parser.add_argument("--max-int8-accuracy-drop", type=float, default=None,
                         help="points of test accuracy; omit to only report the drop")
+    parser.add_argument("--evaluation", default="{}", help="JSON: positive_classes, bootstrap_samples, seed")
+    parser.add_argument("--output-predictions", help="the IR's calibrated test probabilities (.npz)")
     args = parser.parse_args(argv)
     evaluation = evaluate(args.ir_json, args.head, [args.test_features, *args.test_view_features], args.reference,
-                          args.output, args.min_fp_agreement, args.max_int8_accuracy_drop)
+                          args.output, args.min_fp_agreement, args.max_int8_accuracy_drop,
+                          json.loads(args.evaluation), args.output_predictions)
     print(f"{evaluation['precision']} IR: accuracy {evaluation['metrics']['accuracy']:.2%} "
           f"(trained model {evaluation['tensorflow_accuracy']:.2%}), top-1 agreement "
           f"{evaluation['agreement']['top1_agreement']:.2%}{note_suffix(evaluation['note'])}")

@@ -9,8 +9,10 @@ features the head was trained or evaluated on.
 
 The IR takes ``input``: [1, size, size, 3] NHWC float32 in the model's value range
 (scripts/core/images.py makes it) and returns ``final_result``: the softmax over the
-labels. ``ir.json`` beside ``model.xml`` records the input, the preprocessing contract,
-the views, the labels and the precision; the labels, the contract and the note are also
+labels, calibrated: softmax(logits / T) per view with the temperature T of
+calibration.json. ``ir.json`` beside ``model.xml`` records the input, the preprocessing
+contract, the views, the labels, the precision, the temperature, the operating point and
+the low-confidence threshold; the labels, the contract, those three and the note are also
 in the IR's rt_info under ``deployment``. Before it is published, a sample of real test
 images runs through the saved file and must match the trained head on the cached
 features of the same backbone IR (scripts/core/checks.py).
@@ -18,7 +20,7 @@ features of the same backbone IR (scripts/core/checks.py).
     python -m scripts.deploy.ir --backbone-xml B --head H --backbone-json J --labels L --views 0 4 \
         --central-fraction 1.0 --resize bilinear --precision INT8 \
         --test-tfrecords T... --test-features F --test-view-features V... --check-images 32 \
-        --tolerance 0.001 --output-xml X --output-json J --threads 2
+        --tolerance 0.001 --calibration calibration.json --output-xml X --output-json J --threads 2
 """
 import argparse
 import json
@@ -57,8 +59,8 @@ def dihedral_view(ops, pixels, view):
     return mirror_width(ops, pixels) if view >= 4 else pixels
 
 
-def append_head(ops, features, head, views):
-    """The head's softmax [1, classes] on the backbone's features, averaged over the views."""
+def append_head(ops, features, head, views, temperature=1.0):
+    """The head's softmax(logits / T) [1, classes] on the backbone's features, averaged over the views."""
     width = head["mean"].shape[0]
     # A no-op barrier: without it, the CPU plugin's low-precision passes move the INT8
     # backbone's last dequantization into the head and average-pool in 8 bits, so the
@@ -70,13 +72,14 @@ def append_head(ops, features, head, views):
         x = ops.relu(ops.add(ops.matmul(x, ops.constant(head["hidden_w"]), False, False),
                              ops.constant(head["hidden_b"])))
     logits = ops.add(ops.matmul(x, ops.constant(head["logits_w"]), False, False), ops.constant(head["logits_b"]))
+    logits = ops.divide(logits, ops.constant(np.float32(temperature)))
     probs = ops.softmax(logits, 1)
     if len(views) > 1:
         probs = ops.reduce_mean(probs, np.array([0], np.int64), keep_dims=True)
     return probs
 
 
-def join(backbone_xml, head, size, views):
+def join(backbone_xml, head, size, views, temperature=1.0):
     """One OpenVINO model: input [1, S, S, 3] -> views -> the backbone IR -> head -> final_result."""
     import openvino as ov
     ops = ov_ops()
@@ -91,7 +94,7 @@ def join(backbone_xml, head, size, views):
     for target in old_input.output(0).get_target_inputs():
         target.replace_source_output(batch)
     features = backbone.get_results()[0].input_value(0)  # what feeds the backbone's Result node
-    probs = append_head(ops, features, head, views)
+    probs = append_head(ops, features, head, views, temperature)
     result = ops.result(probs)
     probs.output(0).get_tensor().set_names({"final_result"})
     model = ov.Model([result], [image], "classifier")
@@ -104,6 +107,9 @@ def set_rt_info(model, contract):
     model.set_rt_info(json.dumps(contract["preprocessing"], sort_keys=True), [RT_INFO_SECTION, "preprocessing"])
     model.set_rt_info(json.dumps(contract["test_time_views"]), [RT_INFO_SECTION, "test_time_views"])
     model.set_rt_info(contract["note"], [RT_INFO_SECTION, "note"])
+    model.set_rt_info(json.dumps(contract["calibration"], sort_keys=True), [RT_INFO_SECTION, "calibration"])
+    model.set_rt_info(json.dumps(contract["operating_point"], sort_keys=True), [RT_INFO_SECTION, "operating_point"])
+    model.set_rt_info(json.dumps(contract["low_confidence"], sort_keys=True), [RT_INFO_SECTION, "low_confidence"])
 
 
 def ir_description(model, contract, precision, check):
@@ -117,10 +123,14 @@ def ir_description(model, contract, precision, check):
         "input": {"name": "input", "shape": list(model.input(0).get_shape()), "layout": preprocessing["input_layout"],
                   "dtype": preprocessing["input_dtype"], "range": preprocessing["input_range"]},
         "output": {"name": "final_result", "shape": list(model.output(0).get_shape()), "dtype": "float32",
-                   "meaning": "softmax probabilities, classes in `labels` order"},
+                   "meaning": "calibrated softmax probabilities (softmax(logits / temperature), the views' mean), "
+                              "classes in `labels` order"},
         "preprocessing": preprocessing,
         "test_time_views": contract["test_time_views"],
         "labels": contract["labels"],
+        "calibration": contract["calibration"],
+        "operating_point": contract["operating_point"],
+        "low_confidence": contract["low_confidence"],
         "openvino_version": ov.get_version(),
         "check": check,
         "untrained_backbone": contract["untrained_backbone"],
@@ -137,11 +147,13 @@ def export(paths, outputs, settings, threads):
     views, precision = settings["views"], settings["precision"]
     contract = model_contract(atomic.read_json(paths["backbone_json"]), formats.read_labels(paths["labels"]),
                               settings["central_fraction"], settings["resize"], views,
-                              int(head["hidden_w"].shape[1]) if "hidden_w" in head else 0)
-    model = join(paths["backbone_xml"], head, contract["preprocessing"]["input_size"], views)
+                              int(head["hidden_w"].shape[1]) if "hidden_w" in head else 0, paths.get("calibration"))
+    temperature = contract["calibration"]["temperature"]
+    model = join(paths["backbone_xml"], head, contract["preprocessing"]["input_size"], views, temperature)
     set_rt_info(model, contract)
     formats.write_ir(model, outputs["xml"])
-    probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]])
+    probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]],
+                                                  temperature)
     try:
         check = sample_check(IrModel(outputs["xml"], threads), contract["preprocessing"], paths["test_tfrecords"],
                              {"probabilities": probabilities, "sha256": test["sha256"]}, settings["check_images"],
@@ -173,11 +185,13 @@ def main(argv=None):
     parser.add_argument("--check-images", type=int, required=True)
     parser.add_argument("--tolerance", type=float, required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--calibration", help="calibration.json: the temperature and thresholds (default: none, T=1)")
     parser.add_argument("--output-xml", required=True, help="model.xml (model.bin is written beside it)")
     parser.add_argument("--output-json", required=True, help="ir.json")
     args = parser.parse_args(argv)
     paths = {key: getattr(args, key) for key in ("backbone_xml", "head", "backbone_json", "labels",
-                                                 "test_tfrecords", "test_features", "test_view_features")}
+                                                 "test_tfrecords", "test_features", "test_view_features",
+                                                 "calibration")}
     settings = {key: getattr(args, key) for key in ("precision", "views", "central_fraction", "resize",
                                                     "check_images", "tolerance")}
     description = export(paths, {"xml": args.output_xml, "json": args.output_json}, settings, args.threads)

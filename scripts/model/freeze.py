@@ -2,10 +2,11 @@
 
 The frozen model takes ``input``: float32 [N, size, size, 3], RGB, NHWC, values in the
 backbone's range (scripts/core/images.py makes them), and returns ``final_result``:
-float32 [N, classes] softmax probabilities. With test-time views the graph runs every
-view of each image (scripts/core/augment.py's dihedral views, as one batch) and averages
-their probabilities. ``model.json`` beside it records those names, the preprocessing
-contract, the views and the labels.
+float32 [N, classes] calibrated softmax probabilities: softmax(logits / T) with the
+temperature T of calibration.json. With test-time views the graph runs every view of
+each image (scripts/core/augment.py's dihedral views, as one batch) and averages their
+probabilities. ``model.json`` beside it records those names, the preprocessing contract,
+the views, the labels, the temperature, the operating point and the low-confidence threshold.
 
 Before the model is written, a check reloads the serialized graph, runs a sample of
 real test images through it and compares with the trained head on the cached features
@@ -15,7 +16,7 @@ model behind.
     python -m scripts.model.freeze --backbone-pb P --backbone-json J --head H --labels L \
         --test-tfrecords T... --test-features F --test-view-features V... --views 0 4 \
         --central-fraction 1.0 --resize bilinear --check-images 32 --tolerance 0.001 \
-        --output-pb M --output-json MJ --output-labels ML --output-check C
+        --calibration calibration.json --output-pb M --output-json MJ --output-labels ML --output-check C
 """
 import argparse
 
@@ -38,8 +39,8 @@ def tf_dihedral_view(tf, pixels, view):
     return tf.reverse(pixels, axis=[2]) if view >= 4 else pixels
 
 
-def build_frozen_graph(backbone_def, info, head, views):
-    """One GraphDef: input placeholder -> views -> backbone -> head (constants) -> mean softmax."""
+def build_frozen_graph(backbone_def, info, head, views, temperature=1.0):
+    """One GraphDef: input placeholder -> views -> backbone -> head (constants) -> logits / T -> mean softmax."""
     tf = tfcompat.tf_v1()
     size = info["input_size"]
     graph = tf.Graph()
@@ -56,6 +57,7 @@ def build_frozen_graph(backbone_def, info, head, views):
             if "hidden_w" in head:
                 x = tf.nn.relu(tf.matmul(x, tf.constant(head["hidden_w"])) + tf.constant(head["hidden_b"]))
             logits = tf.matmul(x, tf.constant(head["logits_w"])) + tf.constant(head["logits_b"])
+            logits = tf.divide(logits, tf.constant(temperature, tf.float32), name="calibrated_logits")
             probs = tf.nn.softmax(logits)
             if len(views) > 1:
                 classes = head["logits_b"].shape[0]
@@ -71,10 +73,12 @@ def freeze(paths, outputs, settings, threads):
     labels = formats.read_labels(paths["labels"])
     views = settings["views"]
     contract = model_contract(info, labels, settings["central_fraction"], settings["resize"], views,
-                              int(head["hidden_w"].shape[1]) if "hidden_w" in head else 0)
-    probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]])
+                              int(head["hidden_w"].shape[1]) if "hidden_w" in head else 0, paths.get("calibration"))
+    temperature = contract["calibration"]["temperature"]
+    probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]],
+                                                  temperature)
     reference = {"probabilities": probabilities, "sha256": test["sha256"]}
-    graph_def = build_frozen_graph(load_graph_def(paths["backbone_pb"]), info, head, views)
+    graph_def = build_frozen_graph(load_graph_def(paths["backbone_pb"]), info, head, views, temperature)
     with atomic.atomic_path(outputs["pb"]) as temp:
         with open(temp, "wb") as handle:
             handle.write(graph_def.SerializeToString(deterministic=True))
@@ -102,11 +106,12 @@ def main(argv=None):
     parser.add_argument("--check-images", type=int, required=True)
     parser.add_argument("--tolerance", type=float, required=True, help="largest allowed probability difference")
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--calibration", help="calibration.json: the temperature and thresholds (default: none, T=1)")
     for name in ("pb", "json", "labels", "check"):
         parser.add_argument(f"--output-{name}", required=True)
     args = parser.parse_args(argv)
     paths = {key: getattr(args, key) for key in ("backbone_pb", "backbone_json", "head", "labels", "test_tfrecords",
-                                                 "test_features", "test_view_features")}
+                                                 "test_features", "test_view_features", "calibration")}
     outputs = {name: getattr(args, f"output_{name}") for name in ("pb", "json", "labels", "check")}
     settings = {"views": args.views, "central_fraction": args.central_fraction, "resize": args.resize,
                 "check_images": args.check_images, "tolerance": args.tolerance}

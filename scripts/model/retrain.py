@@ -13,8 +13,9 @@ bit-for-bit reproducible on one machine for a given seed; TensorFlow is not need
 Outputs: head.npz (the refit head, scripts/core/head.py), history.csv (the first fold's
 curves: validated on the held-out fold for a linear head, on the early-stopping part for an MLP), TensorBoard events, metrics.json
 (with "cv": the folds' mean, std and values), test_predictions.npz (the refit head's
-test-split softmax) and oof_predictions.npz (the out-of-fold logits over training +
-validation).
+test-split softmax and per-view logits) and oof_predictions.npz (the out-of-fold logits over
+training + validation, per view too: what calibration fits on). Held-out metrics carry bootstrap
+intervals (`--evaluation`, docs/clinical.md).
 
     python -m scripts.model.retrain train --train T --validation V --test X --labels L \
         --backbone-json B --settings JSON --experiment NAME --output-head H --output-history C \
@@ -31,7 +32,7 @@ from scripts.core import atomic, crossval, formats, records
 from scripts.core import head as head_lib
 from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
-from scripts.core.metrics import classification_metrics
+from scripts.core.metrics import evaluation_metrics
 from scripts.core.progress import Progress
 
 MOMENTUM = 0.9
@@ -282,11 +283,11 @@ def write_tensorboard(folder, history):
                               (event.SerializeToString(deterministic=True) for event in events))
 
 
-def split_metrics(head, views, labels):
+def split_metrics(head, views, labels, evaluation=None, intervals=False):
     """Metrics of one split from its view features (view 0 first), averaging the views' probabilities."""
     probs = head_lib.view_probabilities(head, [view["features"] for view in views])
     true = views[0]["labels"]
-    metrics = classification_metrics(true, probs.argmax(axis=1), labels)
+    metrics = evaluation_metrics(true, probs, labels, evaluation, intervals)
     metrics["loss"] = head_lib.cross_entropy(probs, true)
     return metrics
 
@@ -296,9 +297,9 @@ def load_split(plain, extra_views):
     return formats.read_views([plain, *extra_views])
 
 
-def evaluate(head, splits, labels):
-    """{split: metrics} for {split: list of views}."""
-    return {split: split_metrics(head, views, labels) for split, views in splits.items()}
+def evaluate(head, splits, labels, evaluation=None):
+    """{split: metrics} for {split: list of views}; bootstrap intervals on the held-out splits."""
+    return {split: split_metrics(head, views, labels, evaluation, split != "train") for split, views in splits.items()}
 
 
 def resolved_l2(l2, images, num_classes):
@@ -352,11 +353,13 @@ def fit(views, rows, augmented, validation_rows, num_classes, settings, log):
 
 
 def cross_validate(views, augmented, num_classes, settings, folds_requested, groups, log=print):
-    """Out-of-fold probabilities [N, classes] (views averaged), the fold of each row, and each fold's training."""
+    """Out-of-fold probabilities [N, classes] (views averaged) and logits [views, N, classes], the fold of each
+    row, and each fold's training."""
     labels = views[0]["labels"]
     assignment = crossval.fold_assignment(labels, folds_requested, groups)
     folds = int(assignment.max()) + 1
     probabilities = np.zeros((len(labels), num_classes), np.float64)
+    view_logits = np.zeros((len(views), len(labels), num_classes), np.float64)
     trainings = []
     for fold in range(folds):
         held_out, rows = np.flatnonzero(assignment == fold), np.flatnonzero(assignment != fold)
@@ -367,9 +370,11 @@ def cross_validate(views, augmented, num_classes, settings, folds_requested, gro
         log(f"fold {fold + 1}/{folds}: {len(rows)} images to train on, {len(held_out)} held out"
             + (f", {len(watched)} for early stopping" if settings["head"] == "mlp" else ""))
         head, history, summary = fit(views, rows, augmented, watched, num_classes, settings, log)
-        probabilities[held_out] = head_lib.view_probabilities(head, [view["features"][held_out] for view in views])
+        held_out_views = [view["features"][held_out] for view in views]
+        probabilities[held_out] = head_lib.view_probabilities(head, held_out_views)
+        view_logits[:, held_out] = head_lib.view_logits(head, held_out_views)
         trainings.append({"history": history, "summary": summary})
-    return probabilities, assignment, trainings
+    return probabilities, view_logits, assignment, trainings
 
 
 def early_stopping_split(rows, labels, groups, folds):
@@ -396,25 +401,27 @@ def cv_record(labels, probabilities, assignment, groups, num_classes, trainings)
             **crossval.summarise(per_fold)}
 
 
-def write_oof_predictions(path, probabilities, views, assignment, splits):
-    """oof_predictions.npz: out-of-fold logits (log of the view-averaged softmax), labels, paths, folds, splits."""
+def write_oof_predictions(path, probabilities, view_logits, views, assignment, splits):
+    """oof_predictions.npz: out-of-fold logits (log of the view-averaged softmax) and each view's logits
+    [views, N, classes], labels, paths, folds, splits."""
     plain = views[0]
     formats.write_npz(path, logits=np.log(np.clip(probabilities, 1e-30, 1.0)).astype(np.float32),
+                      view_logits=np.asarray(view_logits, np.float32),
                       labels=np.asarray(plain["labels"], np.int64), paths=np.asarray(plain["filenames"], dtype=str),
                       sha256=np.asarray(plain["sha256"], dtype=str), folds=np.asarray(assignment, np.int64),
                       splits=np.asarray(splits, dtype=str))
 
 
-def out_of_fold_metrics(probabilities, views, rows, labels):
+def out_of_fold_metrics(probabilities, views, rows, labels, evaluation=None):
     """A split's metrics from the out-of-fold probabilities of its rows (each from a head that did not see it)."""
     true = views[0]["labels"][rows]
-    metrics = classification_metrics(true, probabilities[rows].argmax(axis=1), labels)
+    metrics = evaluation_metrics(true, probabilities[rows], labels, evaluation)
     metrics["loss"] = head_lib.cross_entropy(probabilities[rows], true)
     metrics["out_of_fold"] = True
     return metrics
 
 
-def run(paths, labels_path, backbone_json, settings, outputs, experiment):
+def run(paths, labels_path, backbone_json, settings, outputs, experiment, evaluation=None):
     """Cross-validate a head over training + validation, refit it on both; write the head and its records."""
     labels = formats.read_labels(labels_path)
     backbone = atomic.read_json(backbone_json)
@@ -430,7 +437,7 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment):
     augmented = training_data(paths["augmented"]) if paths["augmented"] else None
     groups = manifest_groups(paths.get("manifest"), views[0]["sha256"])
     head_settings = settings["train"]
-    probabilities, assignment, trainings = cross_validate(views, augmented, len(labels), head_settings,
+    probabilities, oof_view_logits, assignment, trainings = cross_validate(views, augmented, len(labels), head_settings,
                                                           settings["selection"]["folds"], groups)
     everything = np.arange(len(splits))
     print(f"refit on all {len(everything)} training + validation images")
@@ -440,10 +447,11 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment):
     head_lib.save(outputs["head"], head)
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)
-    write_oof_predictions(outputs["oof"], probabilities, views, assignment, splits)
-    evaluated = evaluate(head, {"train": train_views, "test": test}, labels)
+    write_oof_predictions(outputs["oof"], probabilities, oof_view_logits, views, assignment, splits)
+    evaluated = evaluate(head, {"train": train_views, "test": test}, labels, evaluation)
+    validation_rows = np.flatnonzero(splits == "validation")
     evaluated = {"train": evaluated["train"],
-                 "validation": out_of_fold_metrics(probabilities, views, np.flatnonzero(splits == "validation"), labels),
+                 "validation": out_of_fold_metrics(probabilities, views, validation_rows, labels, evaluation),
                  "test": evaluated["test"]}
     metrics = metrics_record(experiment, "head", backbone, settings, summary, labels, evaluated)
     metrics["cv"] = cv_record(views[0]["labels"], probabilities, assignment, groups, len(labels), trainings)
@@ -458,10 +466,24 @@ def training_data(paths):
 
 
 def write_test_predictions(path, head, views):
-    """The trained model's test-split softmax (views averaged): the deployed IRs' reference, and the gallery's."""
+    """The trained model's test-split softmax (views averaged) and per-view logits: the deployed IRs' reference."""
     probs = head_lib.view_probabilities(head, [view["features"] for view in views])
     test = views[0]
-    formats.write_predictions(path, probs, test["labels"], test["sha256"], test["filenames"])
+    formats.write_predictions(path, probs, test["labels"], test["sha256"], test["filenames"],
+                              view_logits=head_lib.view_logits(head, [view["features"] for view in views]))
+
+
+def write_held_out_predictions(path, head, views):
+    """oof_predictions.npz from the validation split (the contract of docs/clinical.md): logits of view 0,
+    per-view logits, labels, paths, folds (0) and splits ("validation")."""
+    if not path:
+        return
+    held_out = views[0]
+    view_logits = head_lib.view_logits(head, [view["features"] for view in views]).astype(np.float32)
+    count = len(held_out["labels"])
+    formats.write_npz(path, logits=view_logits[0], view_logits=view_logits,
+                      labels=np.asarray(held_out["labels"], np.int64), paths=np.asarray(held_out["filenames"], str),
+                      folds=np.zeros(count, np.int64), splits=np.full(count, "validation"))
 
 
 def metrics_record(experiment, mode, backbone, settings, summary, labels, splits):
@@ -478,7 +500,8 @@ def metrics_record(experiment, mode, backbone, settings, summary, labels, splits
     }
 
 
-def score(head_path, labels_path, backbone_json, settings, paths, outputs, experiment, mode, history_csv):
+def score(head_path, labels_path, backbone_json, settings, paths, outputs, experiment, mode, history_csv,
+          evaluation=None):
     """metrics.json of a head trained elsewhere (fine-tuning) on its backbone's cached features."""
     head = head_lib.load(head_path)
     labels = formats.read_labels(labels_path)
@@ -490,8 +513,9 @@ def score(head_path, labels_path, backbone_json, settings, paths, outputs, exper
     summary = {"epochs_run": len(history), "best_epoch": int(best["epoch"]), "monitored": "validation",
                "stopped_early": False}
     metrics = metrics_record(experiment, mode, atomic.read_json(backbone_json), settings, summary, labels,
-                             evaluate(head, splits, labels))
+                             evaluate(head, splits, labels, evaluation))
     write_test_predictions(outputs["predictions"], head, splits["test"])
+    write_held_out_predictions(outputs.get("oof"), head, splits["validation"])
     atomic.write_json(outputs["metrics"], metrics)
     return metrics
 
@@ -506,6 +530,8 @@ def add_feature_arguments(parser):
     parser.add_argument("--backbone-json", required=True, help="the backbone's description (untrained or not)")
     parser.add_argument("--settings", required=True, help="the experiment's train/augment/preprocess settings, JSON")
     parser.add_argument("--experiment", required=True)
+    parser.add_argument("--evaluation", required=True,
+                        help="JSON: positive_classes, bootstrap_samples, seed (metrics' binary view and intervals)")
 
 
 def main(argv=None):
@@ -525,6 +551,8 @@ def main(argv=None):
     scoring.add_argument("--mode", required=True)
     scoring.add_argument("--output-metrics", required=True)
     scoring.add_argument("--output-predictions", required=True, help="test_predictions.npz")
+    scoring.add_argument("--output-oof", required=True,
+                         help="oof_predictions.npz: the validation split's logits, which calibration fits on")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     paths = {"train": args.train, "validation": args.validation, "test": args.test,
@@ -534,11 +562,12 @@ def main(argv=None):
     if args.command == "train":
         names = ("head", "history", "tensorboard", "metrics", "predictions", "oof")
         outputs = {name: getattr(args, f"output_{name}") for name in names}
-        metrics = run(paths, args.labels, args.backbone_json, settings, outputs, args.experiment)
+        metrics = run(paths, args.labels, args.backbone_json, settings, outputs, args.experiment,
+                      json.loads(args.evaluation))
     else:
-        outputs = {"metrics": args.output_metrics, "predictions": args.output_predictions}
+        outputs = {"metrics": args.output_metrics, "predictions": args.output_predictions, "oof": args.output_oof}
         metrics = score(args.head, args.labels, args.backbone_json, settings, paths, outputs, args.experiment,
-                        args.mode, args.history)
+                        args.mode, args.history, json.loads(args.evaluation))
     if "cv" in metrics:
         cv = metrics["cv"]["accuracy"]
         print(f"cross-validated accuracy ({metrics['cv']['folds']} folds): {cv['mean']:.4f} +- {cv['std']:.4f}")

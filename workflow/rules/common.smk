@@ -401,6 +401,7 @@ def deploy_targets(experiment, benchmarks=True):
         ]
     if benchmarks:
         targets += [LAYOUT.benchmarks(experiment, ext) for ext in ("csv", "json")]
+    targets.append(LAYOUT.model_card(experiment))
     return targets
 
 
@@ -474,7 +475,7 @@ def report_targets(wildcards):
     for experiment in deployed_experiments(selected):
         targets += [
             LAYOUT.experiment_report(experiment, name)
-            for name in ("ir_accuracy.csv", "benchmarks.png")
+            for name in ("ir_accuracy.csv", "benchmarks.png", *CLINICAL_FIGURES)
         ]
     return targets
 
@@ -633,3 +634,23 @@ def tracking_arguments(input):
         shlex.quote(f"{owner(path)}={path}") for path in getattr(input, "deployed", [])
     )
     return f"--metrics {metrics}" + (f" --artifact {artifacts}" if artifacts else "")
+
+
+# ------------------------------------------------------------------ clinical metrics and calibration
+# (workflow/rules/clinical.smk, docs/clinical.md)
+CLINICAL_FIGURES = (
+    "roc.png",
+    "precision_recall.png",
+    "reliability.png",
+    "operating_point.png",
+)
+
+
+def evaluation_json(*keys):
+    """The config's `evaluation` keys a job reads, as JSON (its params: a change reruns exactly those jobs)."""
+    return json.dumps({key: config["evaluation"][key] for key in keys}, sort_keys=True)
+
+
+def metrics_evaluation():
+    """What metrics (binary view and bootstrap intervals) read: retrain, score_finetune, evaluate_ir."""
+    return evaluation_json("positive_classes", "bootstrap_samples", "seed")

@@ -25,6 +25,7 @@ rule ir:
         test_view_features=lambda wildcards: view_features(
             wildcards.experiment, "test", wildcards.precision
         ),
+        calibration=LAYOUT.calibration("{experiment}"),
         code=code("deploy.ir"),
     output:
         xml=LAYOUT.ir_xml("{experiment}", "{precision}"),
@@ -58,7 +59,8 @@ rule ir:
         " --central-fraction {params.central_fraction} --resize {params.resize} --precision {wildcards.precision}"
         " --test-tfrecords {input.test_tfrecords:q} --test-features {input.test_features:q}"
         " --test-view-features {input.test_view_features:q} --check-images {params.check_images}"
-        " --tolerance {params.tolerance} --threads {threads} --output-xml {output.xml:q}"
+        " --tolerance {params.tolerance} --threads {threads} --calibration {input.calibration:q}"
+        " --output-xml {output.xml:q}"
         " --output-json {output.info:q} > {log} 2>&1"
 
 
@@ -78,7 +80,8 @@ rule evaluate_ir:
         ),
         code=code("deploy.evaluate_ir"),
     output:
-        LAYOUT.evaluation("{experiment}", "{precision}"),
+        evaluation=LAYOUT.evaluation("{experiment}", "{precision}"),
+        predictions=LAYOUT.ir_test_predictions("{experiment}", "{precision}"),
     log:
         f"{LOGS}/{{experiment}}/evaluate_ir_{{precision}}.log",
     benchmark:
@@ -96,11 +99,13 @@ rule evaluate_ir:
         max_int8_drop=lambda wildcards: export_option(
             wildcards, "max_int8_accuracy_drop", ["INT8"]
         ),
+        evaluation=metrics_evaluation(),
     shell:
         "python -m scripts.deploy.evaluate_ir --ir-json {input.info:q} --head {input.head:q}"
         " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"
-        " --reference {input.reference:q} --output {output:q} {params.min_fp_agreement}"
-        " {params.max_int8_drop} > {log} 2>&1"
+        " --reference {input.reference:q} --output {output.evaluation:q} {params.min_fp_agreement}"
+        " {params.max_int8_drop} --evaluation {params.evaluation:q}"
+        " --output-predictions {output.predictions:q} > {log} 2>&1"
 
 
 rule benchmark:

@@ -211,6 +211,7 @@ rule retrain:
         runtime=30,
     params:
         settings=lambda wildcards: head_settings(wildcards.experiment),
+        evaluation=metrics_evaluation(),
     shell:
         # One BLAS thread per job: as fast here, and results do not depend on the core count.
         "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads};"
@@ -221,7 +222,8 @@ rule retrain:
         " --backbone-json {input.info:q} --settings {params.settings:q} --experiment {wildcards.experiment}"
         " --output-head {output.head:q} --output-history {output.history:q}"
         " --output-tensorboard {output.tensorboard:q} --output-metrics {output.metrics:q}"
-        " --output-predictions {output.predictions:q} --output-oof {output.oof:q} > {log} 2>&1"
+        " --output-predictions {output.predictions:q} --output-oof {output.oof:q}"
+        " --evaluation {params.evaluation:q} > {log} 2>&1"
 
 
 rule finetune:
@@ -281,6 +283,7 @@ rule score_finetune:
     output:
         metrics=LAYOUT.finetuned("{experiment}", "metrics.json"),
         predictions=LAYOUT.finetuned("{experiment}", "test_predictions.npz"),
+        oof=LAYOUT.finetuned("{experiment}", "oof_predictions.npz"),
     log:
         f"{LOGS}/{{experiment}}/score_finetune.log",
     benchmark:
@@ -293,6 +296,7 @@ rule score_finetune:
         runtime=10,
     params:
         settings=lambda wildcards: head_settings(wildcards.experiment, folds=False),
+        evaluation=metrics_evaluation(),
     shell:
         "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads};"
         " python -m scripts.model.retrain score --head {input.head:q} --history {input.history:q} --mode finetune"
@@ -300,7 +304,8 @@ rule score_finetune:
         " --validation-views {input.validation_views:q} --test {input.test:q} --test-views {input.test_views:q}"
         " --labels {input.labels:q} --backbone-json {input.info:q} --settings {params.settings:q}"
         " --experiment {wildcards.experiment} --output-metrics {output.metrics:q}"
-        " --output-predictions {output.predictions:q} > {log} 2>&1"
+        " --output-predictions {output.predictions:q} --output-oof {output.oof:q}"
+        " --evaluation {params.evaluation:q} > {log} 2>&1"
 
 
 checkpoint select:
@@ -345,6 +350,7 @@ rule freeze:
         test_view_features=lambda wildcards: view_features(
             wildcards.experiment, "test", float32_engine()
         ),
+        calibration=LAYOUT.calibration("{experiment}"),
         code=code("model.freeze"),
     output:
         pb=LAYOUT.frozen_model("{experiment}"),
@@ -379,5 +385,5 @@ rule freeze:
         " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"
         " --views {params.views} --central-fraction {params.central_fraction} --resize {params.resize}"
         " --check-images {params.check_images} --tolerance {params.tolerance} --threads {threads}"
-        " --output-pb {output.pb:q} --output-json {output.info:q} --output-labels {output.labels:q}"
+        " --calibration {input.calibration:q} --output-pb {output.pb:q} --output-json {output.info:q} --output-labels {output.labels:q}"
         " --output-check {output.check:q} > {log} 2>&1"

@@ -145,3 +145,41 @@ rule report_gallery:
         "python -m scripts.report gallery --predictions {input.predictions:q} --tfrecords {input.tfrecords:q}"
         " --description {input.description:q} --experiment {wildcards.experiment:q}"
         " --output-figure {output.gallery:q} --output-table {output.table:q} > {log} 2>&1"
+
+
+rule report_clinical:
+    """ROC and precision-recall curves, reliability diagrams and the operating point of one deployed experiment."""
+    input:
+        predictions=lambda wildcards: final_model(
+            wildcards.experiment, "test_predictions.npz"
+        ),
+        held_out=lambda wildcards: final_model(
+            wildcards.experiment, "oof_predictions.npz"
+        ),
+        calibration=LAYOUT.calibration("{experiment}"),
+        code=code("report"),
+    output:
+        roc=experiment_report("roc.png", "clinical.rst", "Clinical"),
+        precision_recall=experiment_report(
+            "precision_recall.png", "clinical.rst", "Clinical"
+        ),
+        reliability=experiment_report("reliability.png", "clinical.rst", "Clinical"),
+        operating_point=experiment_report(
+            "operating_point.png", "clinical.rst", "Clinical"
+        ),
+    log:
+        f"{LOGS}/{{experiment}}/report_clinical.log",
+    benchmark:
+        f"{RUNTIME}/{{experiment}}/report_clinical.tsv"
+    conda:
+        env("report")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m scripts.report clinical --predictions {input.predictions:q} --held-out {input.held_out:q}"
+        " --calibration {input.calibration:q} --experiment {wildcards.experiment:q}"
+        " --output-roc {output.roc:q} --output-precision-recall {output.precision_recall:q}"
+        " --output-reliability {output.reliability:q} --output-operating-point {output.operating_point:q}"
+        " > {log} 2>&1"
