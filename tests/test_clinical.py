@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 from sklearn import metrics as sk
-from test_model import TRAIN_SETTINGS
+from test_model import LINEAR
 
 from scripts import model_card
 from scripts.core import atomic, calibration, formats, images, records
@@ -216,9 +216,9 @@ def deployed(tmp_path_factory):
     files = ("head.npz", "history.csv", "tb", "metrics.json", "test_predictions.npz", "oof_predictions.npz")
     outputs = {name: str(root / "model" / file) for name, file in zip(names, files)}
     retrain.run({"train": features["train", "plain"], "validation": features["validation", "plain"],
-                 "test": features["test", "plain"], "augmented": [], "validation_views": [],
+                 "test": features["test", "plain"], "augmented": [], "train_views": [], "validation_views": [],
                  "test_views": [features["test", "view4"]]},
-                setup["labels"], setup["json"], {"train": TRAIN_SETTINGS}, outputs, "x", EVALUATION)
+                setup["labels"], setup["json"], {"train": LINEAR, "selection": {"folds": 3}}, outputs, "x", EVALUATION)
     calibration_json = str(root / "model" / "calibration.json")
     # A set temperature (the fitted one of 12 tiny held-out images would be far from 1 or not).
     atomic.write_json(calibration_json, {
@@ -258,7 +258,7 @@ def test_metrics_json_intervals_are_a_bootstrap_of_the_saved_test_predictions(de
     assert "accuracy_ci95" not in metrics["splits"]["train"] and "accuracy_ci95" in metrics["splits"]["validation"]
     assert saved["view_logits"].shape == (2, len(true), 3)
     oof = formats.read_npz(deployed["outputs"]["oof"])
-    assert set(oof) >= {"logits", "labels", "paths", "folds", "splits"} and set(oof["splits"]) == {"validation"}
+    assert set(oof) >= {"logits", "view_logits", "labels", "paths", "folds", "splits"} and set(oof["splits"]) == {"train", "validation"}
     assert oof["logits"].dtype == np.float32 and oof["labels"].dtype == np.int64
 
 
