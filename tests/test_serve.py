@@ -32,14 +32,17 @@ from scripts.core.images import preprocess_image
 from scripts.serve import operating_point, pixels
 
 MAX_BODY = 2_000_000
-POINT = {"operating_point": {"threshold": 0.3, "positive_classes": ["square", "triangle"],
-                             "low_confidence_threshold": 0.99}}
+POINT = {"operating_point": {"threshold": 0.3, "positive_classes": ["square", "triangle"]},
+         "low_confidence": {"threshold": 0.99}}
 
 
 def serve_python():
     """The interpreter of the serving environment."""
     if os.environ.get("SERVE_PYTHON"):
         return os.environ["SERVE_PYTHON"]
+    beside = os.path.join(REPO, ".venv-serve", "bin", "python")  # as the README's test command makes it
+    if os.path.exists(beside):
+        return beside
     if importlib.util.find_spec("kserve"):
         return sys.executable
     pytest.fail("the server needs kserve: make the serving environment (python -m venv V && "
@@ -234,7 +237,7 @@ def test_operating_point_is_read_from_the_description_or_reported_as_none():
     assert operating_point.read({}) == dict.fromkeys(operating_point.KEYS)
     point = operating_point.read(POINT)
     assert point["decision_threshold"] == 0.3 and point["positive_classes"] == ["square", "triangle"]
-    rt_info = {"calibration": json.dumps({"temperature": 1.5}), "low_confidence_threshold": "0.6"}
+    rt_info = {"calibration": json.dumps({"temperature": 1.5}), "low_confidence": json.dumps({"threshold": 0.6})}
     assert operating_point.read({}, rt_info)["temperature"] == 1.5
     assert operating_point.read({}, rt_info)["low_confidence_threshold"] == 0.6
 

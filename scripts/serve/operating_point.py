@@ -7,22 +7,21 @@ threshold on the top probability. They are read from the model's description (ir
 or its rt_info ``deployment`` section; where none is recorded, each is reported as None
 and the decision is the top label.
 
-Key names read (the first present wins), so that one place follows the description:
-    temperature                 calibration.temperature | temperature
-    decision threshold          operating_point.threshold | operating_point.decision_threshold | decision_threshold
-    positive classes            operating_point.positive_classes | positive_classes
-    low-confidence threshold    operating_point.low_confidence_threshold | low_confidence_threshold
+Keys read, as scripts/deploy/ir.py writes them into ir.json and rt_info (docs/clinical.md):
+    temperature                 calibration.temperature
+    decision threshold          operating_point.threshold
+    positive classes            operating_point.positive_classes
+    low-confidence threshold    low_confidence.threshold
 """
 import json
 
 import numpy as np
 
 KEYS = {
-    "temperature": (("calibration", "temperature"), ("temperature",)),
-    "decision_threshold": (("operating_point", "threshold"), ("operating_point", "decision_threshold"),
-                           ("decision_threshold",)),
-    "positive_classes": (("operating_point", "positive_classes"), ("positive_classes",)),
-    "low_confidence_threshold": (("operating_point", "low_confidence_threshold"), ("low_confidence_threshold",)),
+    "temperature": (("calibration", "temperature"),),
+    "decision_threshold": (("operating_point", "threshold"),),
+    "positive_classes": (("operating_point", "positive_classes"),),
+    "low_confidence_threshold": (("low_confidence", "threshold"),),
 }
 
 
