@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from scripts.core import atomic, formats  # noqa: E402
-from scripts.core.contract import model_contract  # noqa: E402
+from scripts.core.model_contract import model_contract  # noqa: E402
 from scripts.deploy import benchmark, ir  # noqa: E402
 
 

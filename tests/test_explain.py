@@ -28,9 +28,9 @@ EXTRA = "MobilenetV1/MobilenetV1/Conv2d_11_pointwise/Relu6"
 # MobileNet's map is 7 x 7 cells of 32 pixels, and its last layers see far beyond a cell
 # (an object near the border is drawn toward the centre): a peak is placed to within a cell.
 CELL = SIZE // 7
-TRAIN_SETTINGS = {"hidden_units": 0, "l2": 1e-3, "epochs": 200, "class_weighting": "none", "seed": 0,
-                  "optimizer": "adam", "learning_rate": 0.01, "batch_size": 16, "dropout": 0.0,
-                  "early_stopping_patience": 30}
+LINEAR = {"head": "linear", "l2": 1e-3, "max_iterations": 200, "class_weighting": "none"}
+MLP = {"head": "mlp", "hidden_units": 32, "l2": 1e-3, "epochs": 200, "class_weighting": "none", "seed": 0,
+       "optimizer": "adam", "learning_rate": 0.01, "batch_size": 16, "dropout": 0.0, "patience": 30}
 
 
 def draw(shape, left, top, size=SHAPE_PIXELS, canvas=SIZE):
@@ -80,12 +80,11 @@ def setup(tmp_path_factory, shared_data):
     pictures, labels, _ = shape_set(8, seed=0)
     features, _ = made["plain"]["model"](pixels_of(pictures))
     data = {"train": {"features": features, "labels": labels}, "validation": {"features": features, "labels": labels}}
-    made["linear"], _, _ = retrain.train(data, len(SHAPES), TRAIN_SETTINGS, log=lambda line: None)
-    made["hidden"], _, _ = retrain.train(data, len(SHAPES), {**TRAIN_SETTINGS, "hidden_units": 32},
-                                         log=lambda line: None)
+    made["linear"], _, _ = retrain.train(data, len(SHAPES), LINEAR, log=lambda line: None)
+    made["hidden"], _, _ = retrain.train(data, len(SHAPES), MLP, log=lambda line: None)
     extra_features, _ = made["extra"]["model"](pixels_of(pictures))
     data = {split: {"features": extra_features, "labels": labels} for split in ("train", "validation")}
-    made["linear_extra"], _, _ = retrain.train(data, len(SHAPES), TRAIN_SETTINGS, log=lambda line: None)
+    made["linear_extra"], _, _ = retrain.train(data, len(SHAPES), LINEAR, log=lambda line: None)
     made["root"] = root
     return made
 
@@ -192,8 +191,8 @@ def test_predict_explain_writes_an_overlay_per_image(setup, tmp_path):
     head_path = str(tmp_path / "head.npz")
     formats.write_npz(head_path, **setup["linear"])
     info = setup["plain"]["info"]
-    from scripts.core.contract import model_contract
     from scripts.core.inference import load_graph_def
+    from scripts.core.model_contract import model_contract
     graph_def = freeze.build_frozen_graph(load_graph_def(setup["plain"]["pb"]), info, setup["linear"], [0, 4])
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -270,7 +269,7 @@ def test_report_gallery_shows_mistakes_and_correct_images_with_their_maps(setup,
 
 def test_predict_explain_with_an_ir_uses_the_float_graph_named(setup, tmp_path):
     """An IR cannot give its spatial map: --explain-graph names backbone.pb (backbone.json beside it)."""
-    from scripts.core.contract import model_contract
+    from scripts.core.model_contract import model_contract
     from scripts.deploy import ir
     from scripts.model import backbone_ir
     backbone_xml = str(tmp_path / "backbone.xml")

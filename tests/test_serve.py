@@ -246,8 +246,8 @@ def test_operating_point_is_read_from_the_ir_rt_info(tmp_path):
     import openvino as ov
     xml = tiny_ir.build(str(tmp_path), size=32)
     model = ov.Core().read_model(xml)
-    model.set_rt_info("0.4", ["deployment", "decision_threshold"])
-    model.set_rt_info(json.dumps(["square"]), ["deployment", "positive_classes"])
+    # As scripts/deploy/ir.py writes it.
+    model.set_rt_info(json.dumps({"threshold": 0.4, "positive_classes": ["square"]}), ["deployment", "operating_point"])
     section = operating_point.rt_info_section(model)
     assert json.loads(section["labels"]) == tiny_ir.LABELS
     point = operating_point.read({}, section)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from scripts.core import atomic, formats
-from scripts.core.contract import model_contract
+from scripts.core.model_contract import model_contract
 from scripts.deploy import ir
 
 LABELS = ["circle", "square", "triangle"]
