@@ -28,12 +28,12 @@ import numpy as np
 
 from scripts.core import atomic, formats
 from scripts.core import head as head_lib
+from scripts.core.backbones import PRECISIONS
 from scripts.core.checks import reference_probabilities, sample_check
 from scripts.core.contract import model_contract, note_suffix
 from scripts.core.errors import run_cli
 from scripts.core.inference import IrModel
 
-PRECISIONS = ("FP32", "FP16", "INT8")
 RT_INFO_SECTION = "deployment"
 
 

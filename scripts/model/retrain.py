@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, formats, records
+from scripts.core import atomic, blocks, formats, records
 from scripts.core import head as head_lib
 from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
@@ -303,9 +303,11 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment):
         raise PipelineError(f"{paths['train']}: no training images")
     splits = {"validation": load_split(paths["validation"], paths["validation_views"]),
               "test": load_split(paths["test"], paths["test_views"])}
-    data = {"train": train_data, "validation": splits["validation"][0]}
+    used = blocks.columns(backbone, settings["train"].get("feature_blocks"))  # the blocks this head reads
+    data = {"train": blocks.select(train_data, used), "validation": blocks.select(splits["validation"][0], used)}
     train_settings = {**settings["train"], "l2": resolved_l2(settings["train"]["l2"], paths["train"], len(labels))}
     head, history, summary = train(data, len(labels), train_settings)
+    head = blocks.expand_head(head, used, backbone["bottleneck_size"])
     head_lib.save(outputs["head"], head)
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)

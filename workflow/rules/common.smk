@@ -10,6 +10,7 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, workflow.basedir)
+from scripts.core import backbones
 from scripts.core.config_check import (
     check_config,
     expand_experiments,
@@ -23,6 +24,8 @@ try:
         config,
         os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
     )
+    # The backbone section completed from its preset and kind (scripts/core/backbones.py).
+    config["backbone"] = backbones.resolve(config["backbone"])
 except PipelineError as error:
     sys.exit(f"error: {error}")
 
@@ -34,6 +37,7 @@ RUNTIME = f"{RESULTS}/runtime"  # Snakemake `benchmark:` files (time and memory 
 SPLITS = ("train", "validation", "test")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz")
 UNTRAINED = config["backbone"]["source"] == "untrained"
+UNTRAINED_FILE = backbones.KINDS[config["backbone"]["kind"]].untrained_file
 
 
 def env(name):
@@ -161,9 +165,7 @@ def all_tfrecords():
 def backbone_download():
     """The backbone's checkpoint or graph as fetched (or made, for `untrained`)."""
     return (
-        f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz"
-        if UNTRAINED
-        else downloaded("backbone")
+        f"{BACKBONE}/untrained/{UNTRAINED_FILE}" if UNTRAINED else downloaded("backbone")
     )
 
 
@@ -182,7 +184,7 @@ def backbone_unpacked():
 # Every experiment is a named override (config `experiments`) times a sweep point.
 EXPANDED = expand_experiments(config)
 EXPERIMENTS = list(EXPANDED)
-ENGINES = ("tensorflow", "FP32", "FP16", "INT8")
+ENGINES = backbones.ENGINES
 # Test-time views (scripts/core/augment.py): view 0 is the image itself.
 TEST_TIME_VIEWS = {"none": [0], "flip": [0, 4], "dihedral": list(range(8))}
 
@@ -480,7 +482,7 @@ wildcard_constraints:
     root=r"backbone|[A-Za-z0-9][A-Za-z0-9_.-]*/finetune",
     variant=r"crop[0-9.e-]+-[a-z]+",
     engine="|".join(ENGINES),
-    precision="FP32|FP16|INT8",
+    precision="|".join(backbones.PRECISIONS),
     kind=r"plain|view[1-7]|aug-[0-9a-f]{8}",
     shard=r"\d{5}",
     source="data|backbone",

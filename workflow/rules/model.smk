@@ -7,7 +7,7 @@ rule untrained_backbone:
     input:
         code=code("model.backbone"),
     output:
-        f"{BACKBONE}/untrained/inception_v3_untrained.tar.gz",
+        f"{BACKBONE}/untrained/{UNTRAINED_FILE}",
     log:
         f"{LOGS}/untrained_backbone.log",
     benchmark:
