@@ -25,6 +25,7 @@ import sys
 
 from scripts.core.backbones import PRECISIONS as PRECISION_ORDER
 from scripts.core.contract import UNTRAINED_NOTE
+
 PREDICT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "predict.py")
 NO_VALUE = "-"
 

@@ -165,7 +165,9 @@ def all_tfrecords():
 def backbone_download():
     """The backbone's checkpoint or graph as fetched (or made, for `untrained`)."""
     return (
-        f"{BACKBONE}/untrained/{UNTRAINED_FILE}" if UNTRAINED else downloaded("backbone")
+        f"{BACKBONE}/untrained/{UNTRAINED_FILE}"
+        if UNTRAINED
+        else downloaded("backbone")
     )
 
 
