@@ -37,7 +37,7 @@ RUNTIME = f"{RESULTS}/runtime"  # Snakemake `benchmark:` files (time and memory 
 SPLITS = ("train", "validation", "test")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz")
 UNTRAINED = config["backbone"]["source"] == "untrained"
-UNTRAINED_FILE = backbones.KINDS[config["backbone"]["kind"]].untrained_file
+UNTRAINED_FILE = backbones.KINDS[config["backbone"]["kind"]].untrained_file or "none"
 
 
 def env(name):
