@@ -1,9 +1,10 @@
 """Feature (bottleneck) throughput of each engine, measured side by side in one run.
 
-For each backbone (full-size Inception V3 with untrained weights, and the real
-MobileNet V1 0.25 frozen graph from ../shared/data/weights) and each engine the
-pipeline can compute features with (TensorFlow FP32 on backbone.pb; OpenVINO FP32 and
-INT8 on the backbone IRs, INT8 quantized by NNCF as the `backbone_ir` rule does), this
+For each backbone (full-size Inception V3 with untrained weights, the real ImageNet
+Inception V3 up to mixed_8 and the real MobileNet V1 0.25, both frozen graphs from
+../shared/data/weights, through their registry presets) and each engine the pipeline can
+compute features with (TensorFlow FP32 on backbone.pb; OpenVINO FP32, FP16 and INT8 on
+the backbone IRs, INT8 quantized by NNCF as the `backbone_ir` rule does), this
 prints images/s for:
   - inference alone on already preprocessed images,
   - the real pipeline (scripts/core/inference.py: decoding overlapped with inference),
@@ -13,7 +14,7 @@ graph, same ops); its features are meaningless ("untrained backbone"). Ends with
 
     Inception V3 openvino-int8 / tensorflow-fp32 pipeline speed: N.NNx
 
-    python bench/bench_bottlenecks.py [--images 192] [--threads 2] [--batch-size 32]
+    python bench/bench_bottlenecks.py [--images 192] [--threads 2] [--batch-size 32] [--only mixed_8]
 """
 import argparse
 import os
@@ -30,12 +31,13 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from mobilenet import MOBILENET, MOBILENET_BOTTLENECK, MOBILENET_MEMBER, manifest_rows  # noqa: E402
 
-from scripts.core import atomic, images, records  # noqa: E402
+from scripts.core import atomic, backbones, images, records  # noqa: E402
 from scripts.core.inference import preprocessed_batches  # noqa: E402
 from scripts.data import synthetic, tfrecord_shard  # noqa: E402
 from scripts.model import backbone, backbone_ir, bottlenecks  # noqa: E402
 
-ENGINES = {"tensorflow-fp32": None, "openvino-fp32": "FP32", "openvino-int8": "INT8"}
+ENGINES = {"tensorflow-fp32": None, "openvino-fp32": "FP32", "openvino-fp16": "FP16", "openvino-int8": "INT8"}
+INCEPTION_MIXED8 = os.path.join(os.path.dirname(REPO), "shared", "data", "weights", "inception_v3_mixed8_frozen.pb")
 CALIBRATION_IMAGES = 60
 
 
@@ -60,7 +62,12 @@ def prepare_backbones(folder):
         tar.extractall(mobilenet, filter="data")
     backbone.prepare("frozen_graph", mobilenet, f"{mobilenet}.pb", f"{mobilenet}.json", 224, (-1, 1), False,
                      MOBILENET_MEMBER, "input", MOBILENET_BOTTLENECK, [])
-    return {"Inception V3 299 (untrained backbone)": inception, "MobileNet V1 0.25 224": mobilenet}
+    mixed8 = os.path.join(folder, "inception_mixed8")
+    preset = backbones.resolve({"preset": "inception_v3_imagenet_mixed8", "source": INCEPTION_MIXED8})
+    backbone.prepare("frozen_graph", INCEPTION_MIXED8, f"{mixed8}.pb", f"{mixed8}.json", 299, (-1, 1), False, None,
+                     preset["input_tensor"], preset["bottleneck_tensor"], preset["extra_endpoints"])
+    return {"Inception V3 299 (untrained backbone)": inception, "MobileNet V1 0.25 224": mobilenet,
+            "Inception V3 mixed_8+mixed_7 (ImageNet)": mixed8}
 
 
 def engine_models(prefix, calibration_record, threads):
@@ -126,6 +133,7 @@ def main():
     parser.add_argument("--images", type=int, default=192, help="images per measurement (default 192)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--only", default="", help="measure only the backbones whose title contains this")
     args = parser.parse_args()
     inception_speed = None
     with tempfile.TemporaryDirectory() as folder:
@@ -133,6 +141,8 @@ def main():
         print(f"{args.images} images per measurement, {args.threads} threads, batch {args.batch_size}\n")
         print(f"{'backbone':40} {'engine':16} {'inference':>10} {'pipeline':>9}  (images/s)")
         for title, prefix in prefixes.items():
+            if args.only not in title:
+                continue
             info = atomic.read_json(f"{prefix}.json")
             contract = images.preprocessing_contract(info["input_size"], info["input_range"], 1.0, "bilinear")
             record = make_tfrecord(os.path.join(folder, title.split()[0]), args.images)
@@ -148,8 +158,10 @@ def main():
                 del run
             speed = rates["openvino-int8"] / rates["tensorflow-fp32"]
             print(f"{title:40} openvino-int8 / tensorflow-fp32 pipeline speed: {speed:.2f}x\n")
-            if title.startswith("Inception"):
+            if "untrained" in title:
                 inception_speed = speed
+        if args.only:
+            return
         prefix = prefixes["MobileNet V1 0.25 224"]
         small = make_tfrecord(os.path.join(folder, "mem-small"), 48)
         large = make_tfrecord(os.path.join(folder, "mem-large"), 480)

@@ -23,9 +23,9 @@ import re
 import shlex
 import sys
 
+from scripts.core.backbones import PRECISIONS as PRECISION_ORDER
 from scripts.core.contract import UNTRAINED_NOTE
 
-PRECISION_ORDER = ("FP32", "FP16", "INT8")
 PREDICT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "predict.py")
 NO_VALUE = "-"
 

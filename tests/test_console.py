@@ -15,7 +15,7 @@ from conftest import OFFLINE, REPO, selected, snakemake, write_yaml
 from PIL import Image
 
 from scripts import run_identity, summary
-from scripts.core import atomic, quiet
+from scripts.core import atomic, backbones, quiet
 
 PROFILES = os.path.join(REPO, "profiles")
 MANIFEST = "results/data/manifest.tsv"
@@ -403,6 +403,7 @@ def test_training_settings_are_not_part_of_the_identity(synthetic_run, tmp_path)
 def test_identity_keys():
     with open(os.path.join(REPO, "config.yaml"), encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
+    config["backbone"] = backbones.resolve(config["backbone"])  # as common.smk gives it to the run
     real = run_identity.identity(config)
     assert real["dataset.source"].startswith("https://") and real["backbone.source"].startswith("https://")
     assert not any(key.startswith("synthetic.") for key in real) and "backbone.untrained_seed" not in real

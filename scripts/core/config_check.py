@@ -9,16 +9,25 @@ needs, local paths that must exist).
 """
 import copy
 import os
+import re
 
 import jsonschema
 import yaml
 
+from scripts.core import backbones
 from scripts.core.errors import PipelineError
 
 
 def load_schema(path):
+    """The schema, with the choices the backbone registry owns (kinds, presets, precisions) set as enums."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    for dotted, choices in backbones.schema_choices().items():
+        node = schema
+        for part in dotted.split("."):
+            node = node[part]
+        node["enum"] = list(choices)
+    return schema
 
 
 def _key_path(error):
@@ -66,7 +75,7 @@ EXPERIMENT_SECTIONS = ("preprocess", "augment", "train", "finetune", "export")
 # The head kind stands alone: "crop1-linear", "crop0.875-mlp".
 SHORT_NAMES = {"central_fraction": "crop", "hidden_units": "hidden", "learning_rate": "lr",
                "test_time": "tta", "copies": "aug", "enabled": "finetune", "class_weighting": "weights",
-               "head": ""}
+               "head": "", "feature_blocks": "blocks"}
 
 
 def sweep_points(sweep):
@@ -83,6 +92,8 @@ def point_name(point):
         leaf = key.rsplit(".", 1)[1]
         text = {True: "yes", False: "no", None: "none"}.get(value, value) if isinstance(value, (bool, type(None))) \
             else value
+        if isinstance(value, list):  # e.g. feature blocks: "mixed_7.mixed_8", safe in a path
+            text = ".".join(re.sub(r"[^A-Za-z0-9_.]", "_", str(item)) for item in value) or "all"
         parts.append(f"{SHORT_NAMES.get(leaf, leaf)}{text}")
     return "-".join(parts)
 
@@ -143,13 +154,10 @@ def semantic_errors(config, schema):
         lines.append("config key dataset.filename_regex: required when dataset.layout is 'filename'")
     if dataset["source"] == "untrained":
         lines.append("config key dataset.source: 'untrained' is a backbone source, not a data set")
-    backbone = config["backbone"]
-    if backbone["kind"] == "frozen_graph":
-        for key in ("input_tensor", "bottleneck_tensor"):
-            if not backbone.get(key):
-                lines.append(f"config key backbone.{key}: required when backbone.kind is 'frozen_graph'")
-        if backbone["source"] == "untrained":
-            lines.append("config key backbone.source: 'untrained' exists only for kind inception_v3")
+    try:
+        backbone = backbones.resolve(config["backbone"])
+    except PipelineError as error:
+        return [str(error)]
     low, high = backbone["input_range"]
     if not low < high:
         lines.append(f"config key backbone.input_range: the low end must be below the high end (got {low}, {high})")

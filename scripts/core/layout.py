@@ -90,8 +90,9 @@ class Layout:
         return self.data("tfrecords", f"{shard_name(split, shard, count)}.tfrecord")
 
     # ------------------------------------------------------------ backbones
-    def untrained_checkpoint(self):
-        return self.path(SHARED_BACKBONE, "untrained", "inception_v3_untrained.tar.gz")
+    def untrained_checkpoint(self, name):
+        """A randomly initialised network in its checkpoint format (``name``: the registry's file name)."""
+        return self.path(SHARED_BACKBONE, "untrained", name)
 
     def backbone_pb(self, root=SHARED_BACKBONE):
         return self.path(root, "backbone.pb")

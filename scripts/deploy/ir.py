@@ -30,13 +30,13 @@ import numpy as np
 
 from scripts.core import atomic, formats, model_check
 from scripts.core import head as head_lib
+from scripts.core.backbones import PRECISIONS
 from scripts.core.checks import reference_probabilities, sample_check
 from scripts.core.contract import note_suffix
 from scripts.core.errors import run_cli
 from scripts.core.inference import IrModel
 from scripts.core.model_contract import model_contract
 
-PRECISIONS = ("FP32", "FP16", "INT8")
 RT_INFO_SECTION = "deployment"
 
 

@@ -5,14 +5,21 @@ Placeholder takes a [N, size, size, 3] float batch in the backbone's value range
 ends at the features) and ``backbone.json`` (tensor names, input size and range, feature
 width, provenance). Bottlenecks, fine-tuning, freezing and the IRs read only those.
 
-With ``extra_endpoints`` the output is the bottleneck followed by each extra layer's
-global average pool, concatenated (``features``): middle layers carry texture that an
-ImageNet network's last layer discards.
+The features are feature blocks side by side (``features``): the bottleneck, then each
+of ``extra_endpoints`` (middle layers carry texture that an ImageNet network's last layer
+discards). A block that is a 4-D map [N, H, W, C] is globally average-pooled here, so a
+frozen graph may end at a map (e.g. Inception's ``mixed_8``) as well as at its own pooling.
+backbone.json lists the blocks (name, tensor, width, offset in the feature vector; heads
+may use some of them, scripts/core/blocks.py).
+
+What each kind of backbone is (input size, scopes, untrained form) is in the registry,
+scripts/core/backbones.py; this module holds the TensorFlow code of each loader.
 
 ``spatial_tensor`` in backbone.json names the feature map [N, H, W, C] whose global
 average is the bottleneck (the first C feature columns): saliency maps
-(scripts/core/saliency.py) weigh its channels. Inception V3: Mixed_7c; a frozen graph:
-config ``backbone.spatial_tensor``, or else the input of the bottleneck's pooling op.
+(scripts/core/saliency.py) weigh its channels. A checkpoint kind: its registry entry's
+``spatial_map`` (Inception V3: Mixed_7c); a frozen graph: config ``backbone.spatial_tensor``,
+or else the map the bottleneck is pooled from (the bottleneck itself when it is a 4-D map).
 
 Entry points:
     python -m scripts.model.backbone untrained --output inception_v3_untrained.tar.gz --seed 0 --size 299
@@ -27,18 +34,17 @@ import tempfile
 
 import numpy as np
 
-from scripts.core import atomic, model_check, tfcompat
+from scripts.core import atomic, backbones, model_check, tfcompat
 from scripts.core.contract import UNTRAINED_NOTE, note
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.inference import GraphModel, load_graph_def, tensor_name
 
-INCEPTION_V3_SCOPE = "InceptionV3"
-INCEPTION_V3_CLASSES = 1001  # the official checkpoint's ImageNet head (with background)
+INCEPTION_V3 = backbones.KINDS["inception_v3"]
 CHECKPOINT_NAME = "inception_v3.ckpt"  # the name inside the official tarball
 FEATURES_NODE = "features"  # the concatenated output when there are extra end points
-INCEPTION_V3_SPATIAL = "Mixed_7c"  # the last block: PreLogits is its global average
-POOLING_OPS = ("AvgPool", "Mean")
-PASS_THROUGH_OPS = ("Identity", "Squeeze", "Reshape")
+# Ops a spatial map passes through on its way to a pooled bottleneck (walked back to find the map).
+POOLING_OPS = {"Identity", "Squeeze", "Reshape", "AvgPool", "Mean", "MaxPool"}
+PASS_THROUGH_OPS = ("Identity", "Squeeze", "Reshape")  # a configured map given by one of its aliases
 
 
 def build_inception_v3(tf, size):
@@ -47,8 +53,12 @@ def build_inception_v3(tf, size):
     inception_v3 = tfcompat.inception_v3_module()
     images = tf.placeholder(tf.float32, [None, size, size, 3], name="input")
     with slim.arg_scope(inception_v3.inception_v3_arg_scope()):
-        _, end_points = inception_v3.inception_v3(images, num_classes=INCEPTION_V3_CLASSES, is_training=False)
+        _, end_points = inception_v3.inception_v3(images, num_classes=INCEPTION_V3.classes, is_training=False)
     return images, end_points
+
+
+# The TF-Slim network of each checkpoint kind of the registry.
+NETWORKS = {"inception_v3": build_inception_v3}
 
 
 def make_untrained_inception_v3(output_tar, seed, size):
@@ -89,32 +99,63 @@ def find_checkpoint(source):
     return candidates[0]
 
 
-def append_pooled(tf, bottleneck, extras):
-    """The bottleneck flattened, then each extra tensor globally average-pooled, concatenated."""
-    if not extras:
-        return bottleneck
-    parts = [tf.reshape(bottleneck, [-1, int(np.prod(bottleneck.shape[1:]))])]
-    for tensor in extras:
-        pooled = tf.reduce_mean(tensor, axis=[1, 2]) if tensor.shape.ndims == 4 else tensor
-        parts.append(tf.reshape(pooled, [-1, int(np.prod(pooled.shape[1:]))]))
-    return tf.concat(parts, axis=1, name=FEATURES_NODE)
+def _spatial_size(tensor):
+    return int(np.prod(tensor.shape[1:3])) if tensor.shape.ndims == 4 else 1
 
 
-def freeze_inception_v3(checkpoint, size, extra_endpoints):
-    """Restore everything but the ImageNet heads and freeze up to the features: (graph_def, output name)."""
+def _flat(tf, tensor):
+    """A block as [N, width]: a 4-D map with more than one position is average-pooled, else flattened."""
+    if _spatial_size(tensor) > 1:
+        tensor = tf.reduce_mean(tensor, axis=[1, 2])
+    return tf.reshape(tensor, [-1, int(np.prod(tensor.shape[1:]))])
+
+
+def feature_output(tf, blocks):
+    """The features of (name, tensor) blocks side by side, and each block's record (name, tensor, width, offset)."""
+    records, offset = [], 0
+    for name, tensor in blocks:
+        pooled = _spatial_size(tensor) > 1
+        width = int(tensor.shape[-1]) if pooled else int(np.prod(tensor.shape[1:]))
+        records.append({"name": name, "tensor": tensor.name, "width": width, "offset": offset, "pooled": pooled})
+        offset += width
+    first = blocks[0][1]
+    if len(blocks) == 1 and _spatial_size(first) == 1:
+        return first, records  # the bottleneck as it is (load_backbone flattens [N, 1, 1, C])
+    parts = [_flat(tf, tensor) for _, tensor in blocks]
+    output = tf.concat(parts, axis=1, name=FEATURES_NODE) if len(parts) > 1 else tf.identity(parts[0], FEATURES_NODE)
+    return output, records
+
+
+def spatial_map(bottleneck):
+    """The last 4-D tensor with more than one position that the bottleneck is pooled from, or None."""
+    tensor = bottleneck
+    while True:
+        if tensor.shape.ndims == 4 and _spatial_size(tensor) > 1:
+            return tensor.name
+        if tensor.op.type not in POOLING_OPS or not tensor.op.inputs:
+            return None
+        tensor = tensor.op.inputs[0]
+
+
+def freeze_checkpoint(kind_name, checkpoint, size, extra_endpoints):
+    """Restore everything but the excluded scopes (the ImageNet heads) and freeze up to the features.
+
+    Returns (graph_def, output name, feature blocks, spatial map).
+    """
     tf = tfcompat.tf_v1()
     slim = tfcompat.tf_slim()
+    kind = backbones.KINDS[kind_name]
     graph = tf.Graph()
     with graph.as_default():
-        _, end_points = build_inception_v3(tf, size)
+        _, end_points = NETWORKS[kind_name](tf, size)
         for name in extra_endpoints:
             if name not in end_points:
-                raise PipelineError(f"config key backbone.extra_endpoints: Inception V3 has no end point {name!r} "
+                raise PipelineError(f"config key backbone.extra_endpoints: {kind_name} has no end point {name!r} "
                                     f"(it has {', '.join(sorted(end_points))})")
-        output = append_pooled(tf, end_points["PreLogits"], [end_points[name] for name in extra_endpoints])
-        spatial = end_points[INCEPTION_V3_SPATIAL].name
-        variables = slim.get_variables_to_restore(
-            exclude=[f"{INCEPTION_V3_SCOPE}/Logits", f"{INCEPTION_V3_SCOPE}/AuxLogits"])
+        blocks = [(name, end_points[name]) for name in [kind.bottleneck, *extra_endpoints]]
+        output, records = feature_output(tf, blocks)
+        spatial = end_points[kind.spatial_map].name
+        variables = slim.get_variables_to_restore(exclude=list(kind.excluded_scopes))
         saver = tf.train.Saver(variables)
         # Checked from the checkpoint's index before restoring allocates what it declares.
         expected = {variable.op.name: (variable.shape.as_list(), variable.dtype.base_dtype.name)
@@ -125,10 +166,10 @@ def freeze_inception_v3(checkpoint, size, extra_endpoints):
                 saver.restore(session, checkpoint)
             except (tf.errors.OpError, ValueError) as error:
                 first_line = str(error).strip().splitlines()[0]
-                raise PipelineError(f"{checkpoint}: not an Inception V3 checkpoint ({first_line})") from None
+                raise PipelineError(f"{checkpoint}: not a {kind_name} checkpoint ({first_line})") from None
             graph_def = tf.graph_util.convert_variables_to_constants(session, graph.as_graph_def(),
                                                                     [output.op.name])
-    return graph_def, output.name, spatial
+    return graph_def, output.name, records, spatial
 
 
 def find_graph(source, member):
@@ -158,27 +199,25 @@ def _through_pass_through(nodes, name):
     return name
 
 
-def spatial_source(graph_def, bottleneck_tensor, spatial_tensor):
-    """The spatial map's tensor name in the cut graph: the configured one, or the bottleneck's pooled input.
+def spatial_source(graph_def, spatial_tensor):
+    """The configured spatial map's tensor name in the cut graph.
 
     A configured tensor that is only an Identity of the map (e.g. ``mixed_8`` beside
     ``mixed_8_pool``) is followed to the node the bottleneck is computed from, so that
-    the cut graph, which keeps the bottleneck's ancestors only, holds it. None when the
-    bottleneck is not a pooling op and no tensor is configured.
+    the cut graph, which keeps the bottleneck's ancestors only, holds it.
     """
     nodes = {node.name: node for node in graph_def.node}
-    if spatial_tensor:
-        if _node_name(spatial_tensor) not in nodes:
-            raise PipelineError(f"config key backbone.spatial_tensor: the graph has no node {_node_name(spatial_tensor)!r}")
-        return tensor_name(_through_pass_through(nodes, _node_name(spatial_tensor)))
-    pool = _through_pass_through(nodes, _node_name(bottleneck_tensor))
-    if pool in nodes and nodes[pool].op in POOLING_OPS:
-        return tensor_name(_node_name(nodes[pool].input[0]))
-    return None
+    if _node_name(spatial_tensor) not in nodes:
+        raise PipelineError(f"config key backbone.spatial_tensor: the graph has no node {_node_name(spatial_tensor)!r}")
+    return tensor_name(_through_pass_through(nodes, _node_name(spatial_tensor)))
 
 
 def cut_frozen_graph(graph_def, input_tensor, bottleneck_tensor, extra_endpoints):
-    """Keep the nodes from the input to the features, with a free batch: (graph_def, output name)."""
+    """Keep the nodes from the input to the features, with a free batch.
+
+    The bottleneck and extra tensors may be anywhere in the graph (not only its last node),
+    2-D or 4-D maps. Returns (graph_def, output name, feature blocks, spatial map).
+    """
     tf = tfcompat.tf_v1()
     names = {node.name for node in graph_def.node}
     wanted = [("input_tensor", input_tensor), ("bottleneck_tensor", bottleneck_tensor)]
@@ -191,16 +230,14 @@ def cut_frozen_graph(graph_def, input_tensor, bottleneck_tensor, extra_endpoints
             dims = node.attr["shape"].shape.dim
             if dims:
                 dims[0].size = -1  # many frozen graphs fix the batch at 1
-    if not extra_endpoints:
-        cut = tf.graph_util.extract_sub_graph(graph_def, [_node_name(bottleneck_tensor)])
-        return cut, tensor_name(bottleneck_tensor)
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(graph_def, name="")
-        get = graph.get_tensor_by_name
-        output = append_pooled(tf, get(tensor_name(bottleneck_tensor)),
-                               [get(tensor_name(name)) for name in extra_endpoints])
-    return tf.graph_util.extract_sub_graph(graph.as_graph_def(), [output.op.name]), output.name
+        blocks = [(_node_name(name), graph.get_tensor_by_name(tensor_name(name)))
+                  for name in [bottleneck_tensor, *extra_endpoints]]
+        output, records = feature_output(tf, blocks)
+        spatial = spatial_map(blocks[0][1])
+    return tf.graph_util.extract_sub_graph(graph.as_graph_def(), [output.op.name]), output.name, records, spatial
 
 
 def check_spatial(graph_def, input_tensor, output, spatial, input_size, configured):
@@ -231,19 +268,24 @@ def check_spatial(graph_def, input_tensor, output, spatial, input_size, configur
 def prepare(kind, source, output_pb, output_json, input_size, input_range, untrained,
             graph_member, input_tensor, bottleneck_tensor, extra_endpoints, spatial_tensor=None):
     """Write backbone.pb and backbone.json from a checkpoint or a frozen graph; return the feature width."""
-    if kind == "inception_v3":
-        graph_def, output, spatial = freeze_inception_v3(find_checkpoint(source), input_size, extra_endpoints)
-        input_tensor = "input:0"
+    if backbones.KINDS[kind].format == "checkpoint":
+        graph_def, output, blocks, spatial = freeze_checkpoint(kind, find_checkpoint(source), input_size,
+                                                               extra_endpoints)
+        input_tensor, configured = "input:0", None
     else:
         original = load_graph_def(find_graph(source, graph_member))
-        graph_def, output = cut_frozen_graph(original, input_tensor, bottleneck_tensor, extra_endpoints)
-        spatial = spatial_source(original, bottleneck_tensor, spatial_tensor)
-        input_tensor = tensor_name(input_tensor)
+        graph_def, output, blocks, spatial = cut_frozen_graph(original, input_tensor, bottleneck_tensor,
+                                                              extra_endpoints)
+        if spatial_tensor:
+            spatial = spatial_source(original, spatial_tensor)
+        input_tensor, configured = tensor_name(input_tensor), spatial_tensor
     probe = GraphModel(graph_def, input_tensor, output)
     width = int(np.prod(probe(np.zeros((1, input_size, input_size, 3), np.float32)).shape[1:]))
+    if width != sum(block["width"] for block in blocks):
+        raise PipelineError(f"{source}: the feature blocks give {sum(block['width'] for block in blocks)} values, "
+                            f"the graph {width} (a block of unknown shape?)")
     # Inception V3's PreLogits is Mixed_7c's global average at sizes up to 299 only: beyond, no map is recorded.
-    spatial, spatial_shape = check_spatial(graph_def, input_tensor, output, spatial, input_size,
-                                           spatial_tensor if kind != "inception_v3" else None)
+    spatial, spatial_shape = check_spatial(graph_def, input_tensor, output, spatial, input_size, configured)
     atomic.write_bytes(output_pb, graph_def.SerializeToString(deterministic=True))
     atomic.write_json(output_json, {
         "kind": kind,
@@ -251,6 +293,7 @@ def prepare(kind, source, output_pb, output_json, input_size, input_range, untra
         "bottleneck_tensor": output,
         "bottleneck_size": width,
         "extra_endpoints": list(extra_endpoints),
+        "feature_blocks": blocks,
         "spatial_tensor": spatial,
         "spatial_shape": spatial_shape,
         "input_size": input_size,
@@ -271,7 +314,7 @@ def main(argv=None):
     untrained.add_argument("--seed", type=int, required=True)
     untrained.add_argument("--size", type=int, required=True)
     prep = commands.add_parser("prepare", help="write backbone.pb and backbone.json")
-    prep.add_argument("--kind", choices=["inception_v3", "frozen_graph"], required=True)
+    prep.add_argument("--kind", choices=list(backbones.KINDS), required=True)
     prep.add_argument("--source", required=True, help="unpacked folder, .ckpt or .pb")
     prep.add_argument("--output-pb", required=True)
     prep.add_argument("--output-json", required=True)

@@ -15,10 +15,9 @@ import argparse
 import itertools
 
 from scripts.core import atomic, formats, images, model_check, records
+from scripts.core.backbones import PRECISIONS
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.inference import preprocessed_batches
-
-PRECISIONS = ("FP32", "FP16", "INT8")
 
 
 def calibration_images(train_tfrecords, contract, count, threads):

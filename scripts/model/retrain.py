@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, crossval, formats, records
+from scripts.core import atomic, blocks, crossval, formats, records
 from scripts.core import head as head_lib
 from scripts.core.contract import note, note_suffix
 from scripts.core.errors import PipelineError, run_cli
@@ -56,7 +56,7 @@ def check_head_settings(train_settings):
     kind = train_settings.get("head")
     if kind not in HEAD_KEYS:
         raise PipelineError(f"settings train.head: {kind!r} is not one of {', '.join(HEAD_KEYS)}")
-    keys = set(train_settings) - {"head"}
+    keys = set(train_settings) - {"head", "feature_blocks"}  # the blocks a head reads: any kind
     for problem, names in (("missing", HEAD_KEYS[kind] - keys), ("not read by this head kind", keys - HEAD_KEYS[kind])):
         if names:
             raise PipelineError(f"settings train ({kind} head): {problem}: {', '.join(sorted(names))}")
@@ -292,6 +292,11 @@ def split_metrics(head, views, labels, evaluation=None, intervals=False):
     return metrics
 
 
+def narrowed(views, used):
+    """A split's views with only the ``used`` feature columns (scripts/core/blocks.py)."""
+    return [blocks.select(view, used) for view in views]
+
+
 def load_split(plain, extra_views):
     """A split's features as a list of views: the plain file, then each extra view, checked to match."""
     return formats.read_views([plain, *extra_views])
@@ -432,9 +437,12 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment, evalua
     if len(paths["train_views"]) != len(paths["validation_views"]):
         raise PipelineError("retrain: train and validation need the same test-time views "
                             f"({len(paths['train_views'])} and {len(paths['validation_views'])} given)")
-    views, splits = pooled(train_views, load_split(paths["validation"], paths["validation_views"]))
-    test = load_split(paths["test"], paths["test_views"])
-    augmented = training_data(paths["augmented"]) if paths["augmented"] else None
+    used = blocks.columns(backbone, settings["train"].get("feature_blocks"))  # the blocks this head reads
+    train_views = narrowed(train_views, used)
+    views, splits = pooled(train_views,
+                           narrowed(load_split(paths["validation"], paths["validation_views"]), used))
+    test = narrowed(load_split(paths["test"], paths["test_views"]), used)
+    augmented = blocks.select(training_data(paths["augmented"]), used) if paths["augmented"] else None
     groups = manifest_groups(paths.get("manifest"), views[0]["sha256"])
     head_settings = settings["train"]
     probabilities, oof_view_logits, assignment, trainings = cross_validate(views, augmented, len(labels), head_settings,
@@ -444,7 +452,8 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment, evalua
     head, _, summary = fit(views, everything, augmented, everything[:0], len(labels),
                            refit_settings(head_settings, trainings), print)
     history = trainings[0]["history"]
-    head_lib.save(outputs["head"], head)
+    # Saved for all the backbone's columns (zero weights on blocks it does not use).
+    head_lib.save(outputs["head"], blocks.expand_head(head, used, backbone["bottleneck_size"]))
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)
     write_oof_predictions(outputs["oof"], probabilities, oof_view_logits, views, assignment, splits)

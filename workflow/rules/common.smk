@@ -10,6 +10,7 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, workflow.basedir)
+from scripts.core import backbones
 from scripts.core.config_check import (
     check_config,
     expand_experiments,
@@ -24,6 +25,8 @@ try:
         config,
         os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
     )
+    # The backbone section completed from its preset and kind (scripts/core/backbones.py).
+    config["backbone"] = backbones.resolve(config["backbone"])
 except PipelineError as error:
     sys.exit(f"error: {error}")
 
@@ -35,6 +38,7 @@ RUNTIME = LAYOUT.runtime()  # Snakemake `benchmark:` files (time and memory per 
 SPLITS = ("train", "validation", "test")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz")
 UNTRAINED = config["backbone"]["source"] == "untrained"
+UNTRAINED_FILE = backbones.KINDS[config["backbone"]["kind"]].untrained_file or "none"
 
 
 def env(name):
@@ -168,7 +172,11 @@ def all_tfrecords():
 # ------------------------------------------------------------------ backbone
 def backbone_download():
     """The backbone's checkpoint or graph as fetched (or made, for `untrained`)."""
-    return LAYOUT.untrained_checkpoint() if UNTRAINED else downloaded("backbone")
+    return (
+        LAYOUT.untrained_checkpoint(UNTRAINED_FILE)
+        if UNTRAINED
+        else downloaded("backbone")
+    )
 
 
 def archive_of(source):
@@ -186,7 +194,7 @@ def backbone_unpacked():
 # Every experiment is a named override (config `experiments`) times a sweep point.
 EXPANDED = expand_experiments(config)
 EXPERIMENTS = list(EXPANDED)
-ENGINES = ("tensorflow", "FP32", "FP16", "INT8")
+ENGINES = backbones.ENGINES
 # Test-time views (scripts/core/augment.py): view 0 is the image itself.
 TEST_TIME_VIEWS = {"none": [0], "flip": [0, 4], "dihedral": list(range(8))}
 
@@ -351,11 +359,13 @@ def head_settings(experiment, folds=True):
     augment = chosen["augment"]
     if not augment["copies"]:
         augment = {"copies": 0, "test_time": augment["test_time"]}
+    blocks = chosen["train"]["feature_blocks"]
     return json.dumps(
         {
             "preprocess": chosen["preprocess"],
             "augment": augment,
-            "train": {"head": kind, **chosen["train"][kind]},
+            "train": {"head": kind, **chosen["train"][kind]}
+            | ({"feature_blocks": blocks} if blocks else {}),
         }
         | ({"selection": {"folds": config["selection"]["folds"]}} if folds else {}),
         sort_keys=True,
@@ -486,7 +496,7 @@ wildcard_constraints:
     root=r"backbone|[A-Za-z0-9][A-Za-z0-9_.-]*/finetune",
     variant=r"crop[0-9.e-]+-[a-z]+",
     engine="|".join(ENGINES),
-    precision="FP32|FP16|INT8",
+    precision="|".join(backbones.PRECISIONS),
     kind=r"plain|view[1-7]|aug-[0-9a-f]{8}",
     shard=r"\d{5}",
     source="data|backbone",

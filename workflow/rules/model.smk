@@ -7,7 +7,7 @@ rule untrained_backbone:
     input:
         code=code("model.backbone"),
     output:
-        LAYOUT.untrained_checkpoint(),
+        LAYOUT.untrained_checkpoint(UNTRAINED_FILE),
     log:
         f"{LOGS}/untrained_backbone.log",
     benchmark:
