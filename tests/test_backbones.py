@@ -65,7 +65,7 @@ INFO = {"bottleneck_size": 7, "feature_blocks": [{"name": "top", "offset": 0, "w
 def test_block_columns_follow_feature_order_and_unknown_blocks_are_named():
     assert list(blocks.columns(INFO, ["middle"])) == [4, 5, 6]
     assert list(blocks.columns(INFO, ["middle", "top"])) == list(range(7))
-    assert list(blocks.columns(INFO, None)) == list(range(7))
+    assert blocks.columns(INFO, None) is None  # every column: nothing to select
     with pytest.raises(PipelineError, match="train.feature_blocks: the backbone has no block 'mixed_9'"):
         blocks.columns(INFO, ["mixed_9"])
 
@@ -108,7 +108,7 @@ def test_the_real_inception_v3_graph_pools_its_maps_into_two_blocks(tmp_path):
     assert width == info["bottleneck_size"] == 2048
     assert [(block["name"], block["width"], block["offset"], block["pooled"]) for block in info["feature_blocks"]] == \
         [("mixed_8", 1280, 0, True), ("mixed_7", 768, 1280, True)]
-    assert info["spatial_map"] == {"tensor": "mixed_8:0", "shape": [8, 8, 1280]}
+    assert info["spatial_tensor"] == "mixed_8:0" and info["spatial_shape"] == [8, 8, 1280]
     pixels = np.random.default_rng(1).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
     features = GraphModel(pb, info["input_tensor"], info["bottleneck_tensor"])(pixels)
     # The project's pooling of each map equals the graph's own pooled outputs (a pooled node not at the end).
@@ -117,5 +117,5 @@ def test_the_real_inception_v3_graph_pools_its_maps_into_two_blocks(tmp_path):
         expected = GraphModel(INCEPTION_PB, "input:0", own)(pixels)
         np.testing.assert_allclose(features[:, record["offset"]:record["offset"] + record["width"]], expected,
                                    rtol=1e-4, atol=1e-5)
-    spatial = GraphModel(pb, info["input_tensor"], info["spatial_map"]["tensor"])(pixels)
+    spatial = GraphModel(pb, info["input_tensor"], info["spatial_tensor"])(pixels)
     assert spatial.shape == (2, 8, 8, 1280)

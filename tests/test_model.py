@@ -371,7 +371,7 @@ def test_untrained_inception_v3_uses_the_official_format_and_is_restored(tmp_pat
     assert info["bottleneck_size"] == 2048 + 768 and info["note"] == "untrained backbone"
     assert [(block["name"], block["width"], block["offset"]) for block in info["feature_blocks"]] == \
         [("PreLogits", 2048, 0), ("Mixed_6e", 768, 2048)]
-    assert info["spatial_map"]["shape"] == [8, 8, 2048] and "Mixed_7c" in info["spatial_map"]["tensor"]
+    assert info["spatial_shape"] == [8, 8, 2048] and "Mixed_7c" in info["spatial_tensor"]
     # The frozen constant holds the checkpoint's value: the weights were really restored.
     name = "InceptionV3/Conv2d_1a_3x3/weights"
     expected = tf.train.load_variable(checkpoint, name)

@@ -27,10 +27,9 @@ def feature_blocks(info):
 
 
 def columns(info, names):
-    """The feature columns of the named blocks, in feature order (None or empty: every column)."""
-    width = info["bottleneck_size"]
+    """The feature columns of the named blocks, in feature order (None for none named: every column)."""
     if not names:
-        return np.arange(width)
+        return None
     blocks = {block["name"]: block for block in feature_blocks(info)}
     unknown = [name for name in names if name not in blocks]
     if unknown:
@@ -40,13 +39,15 @@ def columns(info, names):
 
 
 def select(bottlenecks, used):
-    """A bottleneck record (formats.read_bottlenecks) with only the ``used`` feature columns."""
+    """A bottleneck record (formats.read_bottlenecks) with only the ``used`` feature columns (None: all)."""
+    if used is None:
+        return bottlenecks
     return {**bottlenecks, "features": bottlenecks["features"][:, used]}
 
 
 def expand_head(head, used, width):
     """A head trained on columns ``used`` as a head of all ``width`` columns that ignores the others."""
-    if len(used) == width:
+    if used is None or len(used) == width:
         return head
     first = next(key for key in FIRST_LAYER if key in head)
     expanded = dict(head)

@@ -453,7 +453,7 @@ def run(paths, labels_path, backbone_json, settings, outputs, experiment, evalua
                            refit_settings(head_settings, trainings), print)
     history = trainings[0]["history"]
     # Saved for all the backbone's columns (zero weights on blocks it does not use).
-    head_lib.save(outputs["head"], blocks.expand_head(head, used, backbone["bottleneck_size"]))
+    head_lib.save(outputs["head"], blocks.expand_head(head, used, backbone.get("bottleneck_size")))
     atomic.write_table(outputs["history"], HISTORY_COLUMNS, history)
     write_tensorboard(outputs["tensorboard"], history)
     write_oof_predictions(outputs["oof"], probabilities, oof_view_logits, views, assignment, splits)
