@@ -162,11 +162,40 @@ def test_introduction_explains_untrained_only_for_an_untrained_backbone(source, 
 
 
 # ------------------------------------------------------------------ in a real browser
+def in_ci():
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_chromium():
+    """Outside CI a missing browser skips its tests, saying what to install; in CI (CI=true) it fails them."""
+    if os.path.exists(CHROMIUM):
+        return
+    reason = f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+    if in_ci():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser():
+    """First in a browser test's arguments, so a missing Chromium skips it before its fixtures run."""
+    require_chromium()
+
+
 def chromium(*args, user_data_dir, timeout=120):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    require_chromium()
     return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", *args],
                           capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def test_a_missing_chromium_skips_outside_ci_and_fails_in_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-chromium is missing"):
+        require_chromium()
 
 
 PROBE = textwrap.dedent("""
@@ -318,7 +347,7 @@ def small_report(tmp_path_factory):
     return workdir / "report.html"
 
 
-def test_report_renders_in_chromium_and_its_figures_load(small_report, tmp_path):
+def test_report_renders_in_chromium_and_its_figures_load(browser, small_report, tmp_path):
     record = probe_report(small_report, tmp_path)
     assert record["loading_hidden"] and set(record["categories"]) == {"Training", "Experiments"}
     assert "Transfer learning of an image classifier" in record["text"]
@@ -334,7 +363,7 @@ def test_report_renders_in_chromium_and_its_figures_load(small_report, tmp_path)
     assert len(np.unique(colours[::7], axis=0)) > 50  # a picture, not a blank page
 
 
-def test_the_probe_notices_a_figure_that_does_not_load(small_report, tmp_path):
+def test_the_probe_notices_a_figure_that_does_not_load(browser, small_report, tmp_path):
     """The browser check can fail: a PNG with corrupt bytes is reported with no size."""
     def corrupt(text):
         start = text.index("base64,", text.index('"results/default/report/misclassified.png"')) + len("base64,")
@@ -345,7 +374,7 @@ def test_the_probe_notices_a_figure_that_does_not_load(small_report, tmp_path):
 
 
 @pytest.mark.slow
-def test_offline_run_report_renders_in_chromium(offline_run, tmp_path):
+def test_offline_run_report_renders_in_chromium(browser, offline_run, tmp_path):
     """The whole offline default's report (needs the full pipeline: the `offline_run` fixture)."""
     report_html = tmp_path / "report.html"
     snakemake(offline_run, "--report", str(report_html), configfiles=[OFFLINE])
