@@ -22,7 +22,7 @@ from scripts.model import backbone_ir, bottlenecks, freeze
 CALIBRATION = 8
 TEST_IMAGES = 15
 EVALUATION_KEYS = {"schema_version", "precision", "metrics", "tensorflow_accuracy", "accuracy_drop_points",
-                   "agreement", "check", "untrained_backbone", "note"}
+                   "agreement", "check", "cpu", "untrained_backbone", "note"}
 
 
 def ir_settings(precision):
@@ -200,6 +200,14 @@ def test_evaluation_json_has_the_documented_keys(exported, tmp_path):
     assert evaluation["accuracy_drop_points"] == pytest.approx(
         100 * (evaluation["tensorflow_accuracy"] - evaluation["metrics"]["accuracy"]))
     assert evaluation["untrained_backbone"] is False and evaluation["note"] == ""
+    assert evaluation["cpu"]["inference_precision"] == "f32" and "avx2" in evaluation["cpu"]["isa_flags"]
+
+
+def test_ir_json_records_the_cpu_and_the_kernels_its_check_ran(exported):
+    facts = atomic.read_json(exported["deployed"]["INT8"]["json"])["cpu"]
+    assert facts["model_name"] and facts["inference_precision"] == "f32"
+    assert facts["kernels"] and all(kernel.endswith("_I8") for kernel in facts["kernels"] if "conv" in kernel)
+    assert facts["vnni"] == ("avx512_vnni" in facts["isa_flags"] or "avx_vnni" in facts["isa_flags"])
 
 
 def test_fp_disagreement_fails_with_one_line_naming_the_precision_and_both_numbers(exported, tmp_path):

@@ -16,6 +16,7 @@ evaluation.json:
      "accuracy_drop_points": float,            # trained minus IR, percentage points
      "agreement": {"top1_agreement": float, "max_abs_probability_difference": float, "images": int},
      "check": {...},                           # the sample run through the IR file (ir.json)
+     "cpu": {...},                             # scripts/core/cpu.py:description of the evaluating machine
      "untrained_backbone": bool, "note": str}
 
 FP32 and FP16 must agree with the trained model's top-1 on at least
@@ -26,7 +27,7 @@ import argparse
 
 import numpy as np
 
-from scripts.core import atomic, formats
+from scripts.core import atomic, cpu, formats
 from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities
 from scripts.core.contract import note_suffix
@@ -76,6 +77,8 @@ def evaluate(ir_json, head_path, features_paths, reference_npz, output, min_fp_a
         "accuracy_drop_points": 100.0 * (reference_accuracy - metrics["accuracy"]),
         "agreement": agreement(probs, reference["probabilities"]),
         "check": description["check"],
+        # The evaluating process's CPU; the IR's inference precision as its check compiled it.
+        "cpu": cpu.description(inference_precision=(description.get("cpu") or {}).get("inference_precision")),
         "untrained_backbone": description["untrained_backbone"],
         "note": description["note"],
     }

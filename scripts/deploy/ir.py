@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, formats
+from scripts.core import atomic, cpu, formats
 from scripts.core import head as head_lib
 from scripts.core.checks import reference_probabilities, sample_check
 from scripts.core.contract import model_contract, note_suffix
@@ -104,8 +104,8 @@ def set_rt_info(model, contract):
     model.set_rt_info(contract["note"], [RT_INFO_SECTION, "note"])
 
 
-def ir_description(model, contract, precision, check):
-    """ir.json: how to feed the IR, what it returns and where it came from."""
+def ir_description(model, contract, precision, check, cpu_facts=None):
+    """ir.json: how to feed the IR, what it returns, where it came from and the CPU its check ran on."""
     import openvino as ov
     preprocessing = contract["preprocessing"]
     return {
@@ -121,6 +121,7 @@ def ir_description(model, contract, precision, check):
         "labels": contract["labels"],
         "openvino_version": ov.get_version(),
         "check": check,
+        "cpu": cpu_facts,
         "untrained_backbone": contract["untrained_backbone"],
         "note": contract["note"],
     }
@@ -141,7 +142,8 @@ def export(paths, outputs, settings, threads):
     formats.write_ir(model, outputs["xml"])
     probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]])
     try:
-        check = sample_check(IrModel(outputs["xml"], threads), contract["preprocessing"], paths["test_tfrecords"],
+        ir_model = IrModel(outputs["xml"], threads)
+        check = sample_check(ir_model, contract["preprocessing"], paths["test_tfrecords"],
                              {"probabilities": probabilities, "sha256": test["sha256"]}, settings["check_images"],
                              settings["tolerance"],
                              threads, f"{precision} IR")
@@ -150,7 +152,7 @@ def export(paths, outputs, settings, threads):
             if os.path.exists(path):
                 os.remove(path)  # a model that failed its check is not left under its final name
         raise
-    description = ir_description(model, contract, precision, check)
+    description = ir_description(model, contract, precision, check, cpu.description(ir_model.compiled))
     atomic.write_json(outputs["json"], description)
     return description
 
