@@ -207,20 +207,39 @@ def test_features_constant_on_the_heads_training_set_are_ignored():
     assert start["logits_w"].tolist() == [[1, 1], [0, 0], [1, 1]] and start["scale"] is head["scale"]
 
 
+def cli_command(setup, folder):
+    return [sys.executable, "-m", "scripts.model.finetune",
+            "--backbone-pb", str(setup / "backbone.pb"), "--backbone-json", str(setup / "backbone.json"),
+            "--head", str(setup / "head.npz"), "--central-fraction", "1.0", "--resize", "bilinear",
+            "--train-tfrecords", str(setup / "train.tfrecord"),
+            "--validation-tfrecords", str(setup / "validation.tfrecord"), "--settings", json.dumps(SETTINGS),
+            "--output-backbone-pb", str(folder / "backbone.pb"),
+            "--output-backbone-json", str(folder / "backbone.json"),
+            "--output-head", str(folder / "head.npz"), "--history", str(folder / "history.csv"),
+            "--threads", "2"]
+
+
 def test_the_cli_runs_end_to_end(setup, tuned, tmp_path):
     out, _, _ = tuned
-    command = [sys.executable, "-m", "scripts.model.finetune",
-               "--backbone-pb", str(setup / "backbone.pb"), "--backbone-json", str(setup / "backbone.json"),
-               "--head", str(setup / "head.npz"), "--central-fraction", "1.0", "--resize", "bilinear",
-               "--train-tfrecords", str(setup / "train.tfrecord"),
-               "--validation-tfrecords", str(setup / "validation.tfrecord"), "--settings", json.dumps(SETTINGS),
-               "--output-backbone-pb", str(tmp_path / "backbone.pb"),
-               "--output-backbone-json", str(tmp_path / "backbone.json"),
-               "--output-head", str(tmp_path / "head.npz"), "--history", str(tmp_path / "history.csv"),
-               "--threads", "2"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    result = subprocess.run(cli_command(setup, tmp_path), capture_output=True, text=True, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("fine-tuned 6 constants") and len(result.stdout.splitlines()) == 1
     assert "fine-tuning epoch 2/2: 16/16 images (100%)" in result.stderr
-    # Another process, the same bytes: nothing depends on the process or on thread timing.
+    # Another process, the same bytes: nothing depends on the process or on thread timing
+    # (on one instruction set: docs/int8.md, "Fine-tuning reproducibility").
     assert (tmp_path / "backbone.pb").read_bytes() == (out / "backbone.pb").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_processes_on_the_avx2_kernels_give_the_same_bytes(setup, tmp_path):
+    """TensorFlow's oneDNN honours ONEDNN_MAX_CPU_ISA: fine-tuning on an AVX2-only CPU's kernels, twice."""
+    env = {key: value for key, value in os.environ.items() if key not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    runs = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        subprocess.run(cli_command(setup, tmp_path / name), capture_output=True, text=True, cwd=REPO, check=True,
+                       env=env, timeout=600)
+        runs.append((tmp_path / name / "backbone.pb").read_bytes())
+    assert runs[0] == runs[1]
+
