@@ -5,7 +5,7 @@
         --output-confusion-validation V.png --output-confusion-test T.png --output-per-class P.csv
     python -m scripts.report deployment --evaluations E... --benchmarks J --benchmarks-csv C \
         --output-ir-table I.csv --output-chart B.png --output-table B.csv
-    python -m scripts.report experiments --names N... --metrics M... --evaluations NAME=PATH... --output CSV
+    python -m scripts.report experiments --names N... --metrics M... [--selected S] --output CSV
         [--selected selected.json]
     python -m scripts.report gallery --predictions P --tfrecords T... --description metrics.json \
         --output-figure G.png --output-table G.csv
@@ -186,18 +186,15 @@ def _cell(value):
     return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else json.dumps(value)
 
 
-def experiments(names, metrics_paths, evaluation_groups, output, selected=None):
+def experiments(names, metrics_paths, output, selected=None):
     """One row per experiment: the settings that differ between experiments (one column
-    each), its accuracies and its IR accuracies; the one selected on validation marked."""
+    each) and its accuracies; the one selected on validation marked. (IR accuracies are
+    the deployment report's, per deployed experiment.)"""
     all_metrics = [atomic.read_json(path) for path in metrics_paths]
     varying = differing_settings([metrics.get("settings", {}) for metrics in all_metrics])
     chosen = atomic.read_json(selected).get("experiment") if selected else None
     rows = []
-    for name, metrics, evaluations in zip(names, all_metrics, evaluation_groups):
-        ir = {}
-        for path in evaluations:
-            evaluation = atomic.read_json(path)
-            ir[evaluation["precision"]] = evaluation["metrics"]["accuracy"]
+    for name, metrics in zip(names, all_metrics):
         settings = flatten(metrics.get("settings", {}))
         rows.append([name, "yes" if name == chosen else "", metrics.get("mode", ""),
                      *(_cell(settings.get(setting)) for setting in varying),
@@ -205,10 +202,9 @@ def experiments(names, metrics_paths, evaluation_groups, output, selected=None):
                      f"{metrics['splits']['validation']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['macro_f1']:.4f}",
-                     " ".join(f"{precision}={value:.4f}" for precision, value in sorted(ir.items())),
                      metrics["note"]])
     atomic.write_table(output, ["experiment", "selected", "mode", *varying, "best_epoch", "validation_accuracy",
-                                "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows)
+                                "test_accuracy", "test_macro_f1", "note"], rows)
 
 
 # ------------------------------------------------------------------ misclassified test images
@@ -332,8 +328,6 @@ def main(argv=None):
     compare = commands.add_parser("experiments", help="one comparison table of all experiments")
     compare.add_argument("--names", nargs="+", required=True)
     compare.add_argument("--metrics", nargs="+", required=True)
-    compare.add_argument("--evaluations", nargs="*", default=[],
-                         help="evaluation.json files, each prefixed by its experiment: NAME=PATH")
     compare.add_argument("--selected", help="selected.json: the experiment chosen on validation")
     compare.add_argument("--output", required=True)
     wrong = commands.add_parser("gallery", help="the misclassified test images of one experiment")
@@ -354,11 +348,7 @@ def main(argv=None):
         gallery(args.predictions, args.tfrecords, args.description, outputs_of(args, GALLERY_OUTPUTS),
                 args.experiment)
     else:
-        groups = {name: [] for name in args.names}
-        for item in args.evaluations:
-            name, path = item.split("=", 1)
-            groups[name].append(path)
-        experiments(args.names, args.metrics, [groups[name] for name in args.names], args.output, args.selected)
+        experiments(args.names, args.metrics, args.output, args.selected)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ def test_a_hidden_layer_head_and_streamed_validation(setup, tmp_path, monkeypatc
     args = list(arguments(setup, tmp_path / "out", {**SETTINGS, "epochs": 1, "steps_per_epoch": 1}))
     args[2] = str(tmp_path / "head.npz")
     result = finetune.finetune(*args, threads=1, log=lambda line: None)
-    expected = validation_loss(setup, setup / "backbone.pb", finetune.starting_head({**head, **hidden}))
+    expected = validation_loss(setup, setup / "backbone.pb", {**head, **hidden})
     assert result["validation_loss_before"] == pytest.approx(expected, abs=1e-4)
     tuned = head_lib.load(tmp_path / "out" / "head.npz")
     assert sorted(tuned) == sorted({**head, **hidden}) and tuned["hidden_w"].shape == (256, 16)
@@ -198,13 +198,6 @@ def test_a_regex_that_matches_nothing_is_refused_in_one_line(setup, tmp_path):
 def test_bad_settings_are_named_by_their_key(change, key):
     with pytest.raises(PipelineError, match=rf"^config key finetune\.{key}: "):
         finetune.check_settings({**SETTINGS, **change})
-
-
-def test_features_constant_on_the_heads_training_set_are_ignored():
-    head = {"mean": np.zeros(3, np.float32), "scale": np.array([1.0, 1e6, 2.0], np.float32),
-            "logits_w": np.ones((3, 2), np.float32), "logits_b": np.zeros(2, np.float32)}
-    start = finetune.starting_head(head)
-    assert start["logits_w"].tolist() == [[1, 1], [0, 0], [1, 1]] and start["scale"] is head["scale"]
 
 
 def cli_command(setup, folder):

@@ -66,9 +66,13 @@ def test_per_class_note_is_empty_for_a_real_backbone(tmp_path):
 
 
 def test_experiments_table_has_one_column_per_setting_that_differs(tmp_path):
-    base = fabricated.metrics("x")["settings"]
-    variants = {"default": base, "lr_small": base | {"learning_rate": 0.0003},
-                "hidden": base | {"hidden_units": 128, "dropout": 0.3, "augment": {"flip": True}}}
+    """Settings as metrics.json records them (the retrain job's params: preprocess, augment, train)."""
+    train = {"hidden_units": 0, "dropout": 0.0, "optimizer": "adam", "learning_rate": 0.001, "epochs": 200}
+    augment = {"copies": 0, "flip": False, "test_time": "none"}
+    base = {"preprocess": {"central_fraction": 1.0, "resize": "bilinear"}, "augment": augment, "train": train}
+    variants = {"default": base, "lr_small": base | {"train": train | {"learning_rate": 0.0003}},
+                "hidden": base | {"train": train | {"hidden_units": 128, "dropout": 0.3},
+                                  "augment": augment | {"flip": True}}}
     paths = []
     for name, settings in variants.items():
         paths.append(str(tmp_path / f"{name}.json"))
@@ -76,21 +80,21 @@ def test_experiments_table_has_one_column_per_setting_that_differs(tmp_path):
     selected = tmp_path / "selected.json"
     atomic.write_json(selected, {"experiment": "lr_small", "metric": "validation_accuracy", "value": 0.9,
                                  "candidates": {}})
-    report.experiments(list(variants), paths, [[], [], []], str(tmp_path / "experiments.csv"), str(selected))
+    report.experiments(list(variants), paths, str(tmp_path / "experiments.csv"), str(selected))
     rows = atomic.read_table(tmp_path / "experiments.csv")
     columns = list(rows[0])
     assert columns[:3] == ["experiment", "selected", "mode"]
-    assert columns[3:7] == ["augment.flip", "dropout", "hidden_units", "learning_rate"]
-    assert "train_settings" not in columns and "optimizer" not in columns and "epochs" not in columns
+    assert columns[3:7] == ["augment.flip", "train.dropout", "train.hidden_units", "train.learning_rate"]
+    assert not any(column.startswith("preprocess") or column.endswith(("optimizer", "epochs")) for column in columns)
     by_name = {row["experiment"]: row for row in rows}
-    assert by_name["hidden"]["hidden_units"] == "128" and by_name["default"]["hidden_units"] == "0"
-    assert by_name["lr_small"]["learning_rate"] == "0.0003" and by_name["default"]["augment.flip"] == ""
+    assert by_name["hidden"]["train.hidden_units"] == "128" and by_name["default"]["train.hidden_units"] == "0"
+    assert by_name["lr_small"]["train.learning_rate"] == "0.0003" and by_name["hidden"]["augment.flip"] == "true"
     assert [row["selected"] for row in rows] == ["", "yes", ""] and by_name["default"]["mode"] == "head"
 
 
 def test_a_single_experiment_has_no_setting_columns(tmp_path):
     atomic.write_json(tmp_path / "m.json", fabricated.metrics("default"))
-    report.experiments(["default"], [str(tmp_path / "m.json")], [[]], str(tmp_path / "e.csv"))
+    report.experiments(["default"], [str(tmp_path / "m.json")], str(tmp_path / "e.csv"))
     row = atomic.read_table(tmp_path / "e.csv")[0]
     assert list(row)[3] == "best_epoch" and row["selected"] == ""
 

@@ -496,14 +496,6 @@ def console_report_targets():
     ]
 
 
-def selected_json():
-    """results/selected.json where a rule makes it (selection on validation), else nothing."""
-    path = f"{RESULTS}/selected.json"
-    return (
-        [path] if any(path in map(str, rule.output) for rule in workflow.rules) else []
-    )
-
-
 def current_outputs():
     """The outputs of this run's jobs, made now or found up to date (None: unknown).
 

@@ -5,7 +5,6 @@
 # Each job's params hold only the settings it uses, so that changing a benchmark setting
 # reruns the benchmarks alone, and adding a device adds only that device's jobs.
 
-MODEL_DIR = f"{RESULTS}/{{experiment}}/model"
 IR_DIR = f"{RESULTS}/{{experiment}}/ir/{{precision}}"
 BENCHMARK_DIR = f"{RESULTS}/{{experiment}}/benchmarks"
 
