@@ -117,17 +117,26 @@ def training(history_csv, metrics_json, outputs):
 
 # ------------------------------------------------------------------ deployment
 def ir_table(evaluation_paths, output):
+    """One row per IR: its accuracy against the trained model's, and its agreement with the trained
+    model (all test images; "same features" where that is the IR's own features) and with the frozen
+    .pb run in TensorFlow (the check sample: an independent reference)."""
     rows = []
     for path in evaluation_paths:
         evaluation = atomic.read_json(path)
+        frozen = evaluation.get("check", {}).get("frozen_model_in_tensorflow")
         rows.append([evaluation["precision"], f"{evaluation['metrics']['accuracy']:.4f}",
-                     f"{evaluation['tensorflow_accuracy']:.4f}", f"{evaluation['accuracy_drop_points']:.2f}",
+                     f"{evaluation['trained_model_accuracy']:.4f}", f"{evaluation['accuracy_drop_points']:.2f}",
                      f"{evaluation['agreement']['top1_agreement']:.4f}",
+                     "yes" if evaluation["agreement"].get("same_features") else "",
                      f"{evaluation['agreement']['max_abs_probability_difference']:.2e}",
-                     evaluation["agreement"]["images"], evaluation["note"]])
-    atomic.write_table(output, ["precision", "ir_accuracy", "tensorflow_accuracy", "drop_points",
-                              "top1_agreement_with_tensorflow", "max_abs_probability_difference",
-                              "test_images", "note"], rows)
+                     evaluation["agreement"]["images"],
+                     f"{frozen['top1_agreement']:.4f}" if frozen else "",
+                     f"{frozen['max_abs_probability_difference']:.2e}" if frozen else "",
+                     frozen["images"] if frozen else "", evaluation["note"]])
+    atomic.write_table(output, ["precision", "ir_accuracy", "trained_model_accuracy", "drop_points",
+                              "top1_agreement_with_trained_model", "same_features", "max_abs_probability_difference",
+                              "test_images", "top1_agreement_with_frozen_pb_in_tensorflow",
+                              "max_abs_difference_with_frozen_pb", "frozen_pb_sample_images", "note"], rows)
 
 
 def benchmark_chart(benchmarks_json, path):

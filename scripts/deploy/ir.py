@@ -13,12 +13,15 @@ labels. ``ir.json`` beside ``model.xml`` records the input, the preprocessing co
 the views, the labels and the precision; the labels, the contract and the note are also
 in the IR's rt_info under ``deployment``. Before it is published, a sample of real test
 images runs through the saved file and must match the trained head on the cached
-features of the same backbone IR (scripts/core/checks.py).
+features of the same backbone IR (scripts/core/checks.py). With ``--frozen-check`` the
+IR's outputs on that sample are also compared with the frozen .pb's, run in TensorFlow by
+the freeze job: a reference computed by another engine from another file, recorded as
+``check.frozen_model_in_tensorflow`` (top-1 agreement, largest probability difference).
 
     python -m scripts.deploy.ir --backbone-xml B --head H --backbone-json J --labels L --views 0 4 \
         --central-fraction 1.0 --resize bilinear --precision INT8 \
         --test-tfrecords T... --test-features F --test-view-features V... --check-images 32 \
-        --tolerance 0.001 --output-xml X --output-json J --threads 2
+        --tolerance 0.001 --frozen-check freeze_check.json --output-xml X --output-json J --threads 2
 """
 import argparse
 import json
@@ -28,7 +31,7 @@ import numpy as np
 
 from scripts.core import atomic, cpu, formats
 from scripts.core import head as head_lib
-from scripts.core.checks import reference_probabilities, sample_check
+from scripts.core.checks import reference_probabilities, sample_agreement, sample_check
 from scripts.core.contract import model_contract, note_suffix
 from scripts.core.errors import run_cli
 from scripts.core.inference import IrModel
@@ -152,6 +155,11 @@ def export(paths, outputs, settings, threads):
             if os.path.exists(path):
                 os.remove(path)  # a model that failed its check is not left under its final name
         raise
+    sample = check.pop("sample")
+    if paths.get("frozen_check"):
+        # An independent reference: the frozen .pb, run in TensorFlow on the same images by the freeze job.
+        check["frozen_model_in_tensorflow"] = sample_agreement({"sample": sample}, atomic.read_json(paths["frozen_check"]),
+                                                              f"{precision} IR vs {paths['frozen_check']}")
     description = ir_description(model, contract, precision, check, cpu.description(ir_model.compiled))
     atomic.write_json(outputs["json"], description)
     return description
@@ -170,6 +178,7 @@ def main(argv=None):
     parser.add_argument("--test-tfrecords", nargs="+", required=True)
     parser.add_argument("--test-features", required=True, help="cached test features of this backbone IR")
     parser.add_argument("--test-view-features", nargs="*", default=[])
+    parser.add_argument("--frozen-check", help="freeze_check.json: the frozen .pb's TensorFlow outputs on the sample")
     parser.add_argument("--check-images", type=int, required=True)
     parser.add_argument("--tolerance", type=float, required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -177,7 +186,7 @@ def main(argv=None):
     parser.add_argument("--output-json", required=True, help="ir.json")
     args = parser.parse_args(argv)
     paths = {key: getattr(args, key) for key in ("backbone_xml", "head", "backbone_json", "labels",
-                                                 "test_tfrecords", "test_features", "test_view_features")}
+                                                 "test_tfrecords", "test_features", "test_view_features", "frozen_check")}
     settings = {key: getattr(args, key) for key in ("precision", "views", "central_fraction", "resize",
                                                     "check_images", "tolerance")}
     description = export(paths, {"xml": args.output_xml, "json": args.output_json}, settings, args.threads)

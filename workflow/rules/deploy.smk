@@ -28,6 +28,7 @@ rule ir:
         test_view_features=lambda wildcards: view_features(
             wildcards.experiment, "test", wildcards.precision
         ),
+        frozen_check=lambda wildcards: f"{model_dir(wildcards.experiment)}/freeze_check.json",
         code=code("deploy.ir"),
     output:
         xml=f"{IR_DIR}/model.xml",
@@ -61,8 +62,8 @@ rule ir:
         " --central-fraction {params.central_fraction} --resize {params.resize} --precision {wildcards.precision}"
         " --test-tfrecords {input.test_tfrecords:q} --test-features {input.test_features:q}"
         " --test-view-features {input.test_view_features:q} --check-images {params.check_images}"
-        " --tolerance {params.tolerance} --threads {threads} --output-xml {output.xml:q}"
-        " --output-json {output.info:q} > {log} 2>&1"
+        " --tolerance {params.tolerance} --frozen-check {input.frozen_check:q} --threads {threads}"
+        " --output-xml {output.xml:q} --output-json {output.info:q} > {log} 2>&1"
 
 
 rule evaluate_ir:
@@ -97,10 +98,12 @@ rule evaluate_ir:
         max_int8_drop=lambda wildcards: export_option(
             wildcards, "max_int8_accuracy_drop", ["INT8"]
         ),
+        trained_features=training_engine(),
     shell:
         "python -m scripts.deploy.evaluate_ir --ir-json {input.info:q} --head {input.head:q}"
         " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"
-        " --reference {input.reference:q} --output {output:q} {params.min_fp_agreement}"
+        " --reference {input.reference:q} --trained-features {params.trained_features}"
+        " --output {output:q} {params.min_fp_agreement}"
         " {params.max_int8_drop} > {log} 2>&1"
 
 
