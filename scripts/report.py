@@ -52,7 +52,7 @@ def data_summary(structure_summary, split_summary, output):
 
 # ------------------------------------------------------------------ training
 def training_curves(history_csv, note, path):
-    rows = _read_csv(history_csv)
+    rows = atomic.read_table(history_csv)
     epochs = [int(row["epoch"]) for row in rows]
     plt = pyplot()
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -66,12 +66,6 @@ def training_curves(history_csv, note, path):
         axis.grid(alpha=0.3)
     figure.suptitle("Training of the new final layer" + note_suffix(note))
     save_figure(figure, path)
-
-
-def _read_csv(path):
-    import csv
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def confusion_figure(split_metrics, title, path):
