@@ -176,11 +176,7 @@ class Network:
     def _head(self, tf, bottleneck, width, head):
         with tf.name_scope("head"):
             self.head_variables = {key: tf.Variable(head[key], name=key) for key in HEAD_VARIABLES if key in head}
-            # retrain gives a feature constant on its training set a scale of 0: no input, no gradient.
-            x = (tf.reshape(bottleneck, [-1, width]) - tf.constant(head["mean"])) * tf.constant(head["scale"])
-            if "hidden_w" in self.head_variables:
-                x = tf.nn.relu(tf.matmul(x, self.head_variables["hidden_w"]) + self.head_variables["hidden_b"])
-            return tf.matmul(x, self.head_variables["logits_w"]) + self.head_variables["logits_b"]
+            return head_lib.tf_logits(tf, tf.reshape(bottleneck, [-1, width]), head, self.head_variables)
 
     def _train_step(self, tf, settings):
         """One optimizer step on cross-entropy + L2; constants the loss does not reach stay as they are."""
