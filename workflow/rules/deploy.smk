@@ -28,7 +28,7 @@ rule ir:
         test_view_features=lambda wildcards: view_features(
             wildcards.experiment, "test", wildcards.precision
         ),
-        frozen_check=lambda wildcards: f"{model_dir(wildcards.experiment)}/freeze_check.json",
+        frozen_check=f"{RESULTS}/{{experiment}}/model/freeze_check.json",
         code=code("deploy.ir"),
     output:
         xml=f"{IR_DIR}/model.xml",
