@@ -10,9 +10,13 @@ prints images/s for:
   - the real pipeline (scripts/core/inference.py: decoding overlapped with inference),
 then the peak resident memory of a shard job for two shard sizes, to show it follows the
 batch, not the shard. Speed of the untrained backbone equals the trained one's (same
-graph, same ops); its features are meaningless ("untrained backbone"). Ends with:
+graph, same ops); its features are meaningless ("untrained backbone"). Then, in the same
+run, this CPU's INT8/FP32 ceiling on a compute-bound convolution stack (bench/int8_ceiling.py),
+the CPU it ran on, and:
 
-    Inception V3 openvino-int8 / tensorflow-fp32 pipeline speed: N.NNx
+    Inception V3 openvino-int8 / tensorflow-fp32 pipeline speed: N.NNx (ceiling on this CPU: M.MMx)
+
+The pipeline speed is meaningful as a fraction of the ceiling, not as a number from one machine.
 
     python bench/bench_bottlenecks.py [--images 192] [--threads 2] [--batch-size 32] [--only mixed_8]
 """
@@ -29,9 +33,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
+from int8_ceiling import measure as measure_ceiling  # noqa: E402
 from mobilenet import MOBILENET, MOBILENET_BOTTLENECK, MOBILENET_MEMBER, manifest_rows  # noqa: E402
 
-from scripts.core import atomic, backbones, images, records  # noqa: E402
+from scripts.core import atomic, backbones, cpu, images, records  # noqa: E402
 from scripts.core.inference import preprocessed_batches  # noqa: E402
 from scripts.data import synthetic, tfrecord_shard  # noqa: E402
 from scripts.model import backbone, backbone_ir, bottlenecks  # noqa: E402
@@ -170,7 +175,11 @@ def main():
             small_mb = peak_memory_mb(model, f"{prefix}.json", small, args.threads, 16)
             large_mb = peak_memory_mb(model, f"{prefix}.json", large, args.threads, 16)
             print(f"  {engine:16} 48 images: {small_mb:7.0f} MB   480 images: {large_mb:7.0f} MB")
-    print(f"\nInception V3 openvino-int8 / tensorflow-fp32 pipeline speed: {inception_speed:.2f}x")
+    ceiling = measure_ceiling(3.0, args.threads)
+    print(f"\nINT8/FP32 ceiling (conv stack, OpenVINO): FP32 {ceiling['fp32_fps']:.1f}/s, "
+          f"INT8 {ceiling['int8_fps']:.1f}/s on {cpu.summary(ceiling['cpu'])}")
+    print(f"Inception V3 openvino-int8 / tensorflow-fp32 pipeline speed: {inception_speed:.2f}x "
+          f"(ceiling on this CPU: {ceiling['ceiling']:.2f}x)")
 
 
 if __name__ == "__main__":

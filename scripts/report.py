@@ -5,7 +5,7 @@
         --output-confusion-validation V.png --output-confusion-test T.png --output-per-class P.csv
     python -m scripts.report deployment --evaluations E... --benchmarks J --benchmarks-csv C \
         --output-ir-table I.csv --output-chart B.png --output-table B.csv
-    python -m scripts.report experiments --names N... --metrics M... --evaluations NAME=PATH... --output CSV
+    python -m scripts.report experiments --names N... --metrics M... [--selected S] --output CSV
         [--selected selected.json]
     python -m scripts.report gallery --predictions P --tfrecords T... --description metrics.json \
         --output-figure G.png --output-table G.csv
@@ -58,7 +58,7 @@ def data_summary(structure_summary, split_summary, output):
 
 # ------------------------------------------------------------------ training
 def training_curves(history_csv, note, path):
-    rows = _read_csv(history_csv)
+    rows = atomic.read_table(history_csv)
     epochs = [int(row["epoch"]) for row in rows]
     plt = pyplot()
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -72,12 +72,6 @@ def training_curves(history_csv, note, path):
         axis.grid(alpha=0.3)
     figure.suptitle("Training of the new final layer" + note_suffix(note))
     save_figure(figure, path)
-
-
-def _read_csv(path):
-    import csv
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def confusion_figure(split_metrics, title, path):
@@ -123,17 +117,26 @@ def training(history_csv, metrics_json, outputs):
 
 # ------------------------------------------------------------------ deployment
 def ir_table(evaluation_paths, output):
+    """One row per IR: its accuracy against the trained model's, and its agreement with the trained
+    model (all test images; "same features" where that is the IR's own features) and with the frozen
+    .pb run in TensorFlow (the check sample: an independent reference)."""
     rows = []
     for path in evaluation_paths:
         evaluation = atomic.read_json(path)
+        frozen = evaluation.get("check", {}).get("frozen_model_in_tensorflow")
         rows.append([evaluation["precision"], f"{evaluation['metrics']['accuracy']:.4f}",
-                     f"{evaluation['tensorflow_accuracy']:.4f}", f"{evaluation['accuracy_drop_points']:.2f}",
+                     f"{evaluation['trained_model_accuracy']:.4f}", f"{evaluation['accuracy_drop_points']:.2f}",
                      f"{evaluation['agreement']['top1_agreement']:.4f}",
+                     "yes" if evaluation["agreement"].get("same_features") else "",
                      f"{evaluation['agreement']['max_abs_probability_difference']:.2e}",
-                     evaluation["agreement"]["images"], evaluation["note"]])
-    atomic.write_table(output, ["precision", "ir_accuracy", "tensorflow_accuracy", "drop_points",
-                              "top1_agreement_with_tensorflow", "max_abs_probability_difference",
-                              "test_images", "note"], rows)
+                     evaluation["agreement"]["images"],
+                     f"{frozen['top1_agreement']:.4f}" if frozen else "",
+                     f"{frozen['max_abs_probability_difference']:.2e}" if frozen else "",
+                     frozen["images"] if frozen else "", evaluation["note"]])
+    atomic.write_table(output, ["precision", "ir_accuracy", "trained_model_accuracy", "drop_points",
+                              "top1_agreement_with_trained_model", "same_features", "max_abs_probability_difference",
+                              "test_images", "top1_agreement_with_frozen_pb_in_tensorflow",
+                              "max_abs_difference_with_frozen_pb", "frozen_pb_sample_images", "note"], rows)
 
 
 def benchmark_chart(benchmarks_json, path):
@@ -204,20 +207,16 @@ def cv_cells(metrics):
             cv["folds"]]
 
 
-def experiments(names, metrics_paths, evaluation_groups, output, selected=None):
+def experiments(names, metrics_paths, output, selected=None):
     """One row per experiment: the settings that differ between experiments (one column
-    each), its cross-validation and accuracies and its IR accuracies; the selected one marked.
-    validation_accuracy: a head's out-of-fold accuracy on the validation images (a fine-tuned
-    experiment's plain validation split)."""
+    each), its cross-validation and accuracies; the selected one marked. (IR accuracies are
+    the deployment report's, per deployed experiment.) validation_accuracy: a head's
+    out-of-fold accuracy on the validation images (a fine-tuned experiment's plain validation split)."""
     all_metrics = [atomic.read_json(path) for path in metrics_paths]
     varying = differing_settings([metrics.get("settings", {}) for metrics in all_metrics])
     chosen = atomic.read_json(selected).get("experiment") if selected else None
     rows = []
-    for name, metrics, evaluations in zip(names, all_metrics, evaluation_groups):
-        ir = {}
-        for path in evaluations:
-            evaluation = atomic.read_json(path)
-            ir[evaluation["precision"]] = evaluation["metrics"]["accuracy"]
+    for name, metrics in zip(names, all_metrics):
         settings = flatten(metrics.get("settings", {}))
         rows.append([name, "yes" if name == chosen else "", metrics.get("mode", ""),
                      *(_cell(settings.get(setting)) for setting in varying),
@@ -225,10 +224,9 @@ def experiments(names, metrics_paths, evaluation_groups, output, selected=None):
                      f"{metrics['splits']['validation']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['accuracy']:.4f}",
                      f"{metrics['splits']['test']['macro_f1']:.4f}",
-                     " ".join(f"{precision}={value:.4f}" for precision, value in sorted(ir.items())),
                      metrics["note"]])
     atomic.write_table(output, ["experiment", "selected", "mode", *varying, "best_epoch", *CV_COLUMNS, "validation_accuracy",
-                                "test_accuracy", "test_macro_f1", "ir_test_accuracy", "note"], rows)
+                                "test_accuracy", "test_macro_f1", "note"], rows)
 
 
 # ------------------------------------------------------------------ misclassified test images
@@ -329,7 +327,7 @@ AUDIT_PAIRS_SHOWN = 6
 def near_duplicates_figure(table_csv, summary_json, tfrecord_paths, path):
     """Per similarity, the copies' and distinct neighbours' distributions with the threshold;
     below, the most alike flagged pairs side by side."""
-    summary, rows = atomic.read_json(summary_json), _read_csv(table_csv)
+    summary, rows = atomic.read_json(summary_json), atomic.read_table(table_csv)
     shown_rows = rows[:AUDIT_PAIRS_SHOWN]
     pictures = thumbnails(tfrecord_paths, [row[key] for row in shown_rows for key in ("sha256", "train_sha256")])
     plt = pyplot()
@@ -371,7 +369,7 @@ def near_duplicates_figure(table_csv, summary_json, tfrecord_paths, path):
 
 def label_issues_gallery(table_csv, tfrecord_paths, shown, path):
     """The top suspects: thumbnail, given and likely label, self-confidence."""
-    rows = _read_csv(table_csv)[:shown]
+    rows = atomic.read_table(table_csv)[:shown]
     pictures = thumbnails(tfrecord_paths, [row["sha256"] for row in rows if row["sha256"]])
     plt = pyplot()
     if not rows:
@@ -559,8 +557,6 @@ def main(argv=None):
     compare = commands.add_parser("experiments", help="one comparison table of all experiments")
     compare.add_argument("--names", nargs="+", required=True)
     compare.add_argument("--metrics", nargs="+", required=True)
-    compare.add_argument("--evaluations", nargs="*", default=[],
-                         help="evaluation.json files, each prefixed by its experiment: NAME=PATH")
     compare.add_argument("--selected", help="selected.json: the experiment chosen on validation")
     compare.add_argument("--output", required=True)
     wrong = commands.add_parser("gallery", help="the misclassified test images of one experiment")
@@ -605,11 +601,7 @@ def main(argv=None):
         gallery(args.predictions, args.tfrecords, args.description, outputs_of(args, GALLERY_OUTPUTS),
                 args.experiment)
     else:
-        groups = {name: [] for name in args.names}
-        for item in args.evaluations:
-            name, path = item.split("=", 1)
-            groups[name].append(path)
-        experiments(args.names, args.metrics, [groups[name] for name in args.names], args.output, args.selected)
+        experiments(args.names, args.metrics, args.output, args.selected)
 
 
 if __name__ == "__main__":

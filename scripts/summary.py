@@ -197,7 +197,7 @@ def deployment_lines(results, experiment, display):
                          "absent" if skipped else _number(entry.get("throughput")),
                          display(xml) if results.has(xml) else NO_VALUE])
     return [f"Deployment of {experiment} (OpenVINO IR on the test split; benchmarks per device):",
-            *table(["precision", "device", "test accuracy", "drop vs TF (points)", "latency ms (median)",
+            *table(["precision", "device", "test accuracy", "drop vs trained model (points)", "latency ms (median)",
                     "images/s", "IR"], rows)]
 
 

@@ -121,9 +121,12 @@ def write_deployment(results, experiment, precisions=("FP32", "FP16", "INT8"), d
         accuracy = 0.8 - 0.01 * position
         atomic.write_json(os.path.join(folder, "evaluation.json"), {
             "precision": precision, "metrics": {"accuracy": accuracy, "macro_f1": accuracy},
-            "tensorflow_accuracy": 0.8, "accuracy_drop_points": round((0.8 - accuracy) * 100, 2),
+            "trained_model_accuracy": 0.8, "trained_model_features": "OpenVINO FP32 backbone IR",
+            "accuracy_drop_points": round((0.8 - accuracy) * 100, 2),
             "agreement": {"top1_agreement": 1.0 - 0.01 * position, "max_abs_probability_difference": 1e-6,
-                          "images": 30},
+                          "images": 30, "same_features": precision == "FP32"},
+            "check": {"frozen_model_in_tensorflow": {"top1_agreement": 1.0, "max_abs_probability_difference": 1e-6,
+                                                     "images": 8}},
             "note": note(untrained)})
     rows = []
     for device in (*devices, *absent):

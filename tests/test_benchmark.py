@@ -51,6 +51,7 @@ def test_cpu_benchmark_measures_both_modes(tiny_ir, tmp_path):
         assert measured["elapsed_seconds"] >= SECONDS and measured["inference_precision"] == "f32"
         assert measured["streams"] >= 1
     assert result["modes"]["latency"]["requests"] == 1
+    assert result["cpu"]["inference_precision"] == "f32" and result["cpu"]["kernels"]
     assert result["modes"]["latency"]["performance_hint"] == "LATENCY"
     assert result["modes"]["throughput"]["performance_hint"] == "THROUGHPUT"
 

@@ -21,8 +21,9 @@ from scripts.model import backbone_ir, bottlenecks, freeze
 
 CALIBRATION = 8
 TEST_IMAGES = 15
-EVALUATION_KEYS = {"schema_version", "precision", "metrics", "tensorflow_accuracy", "accuracy_drop_points",
-                   "agreement", "check", "untrained_backbone", "note", "calibration", "operating_point", "low_confidence"}
+EVALUATION_KEYS = {"schema_version", "precision", "metrics", "trained_model_accuracy", "trained_model_features",
+                   "accuracy_drop_points", "agreement", "check", "cpu", "untrained_backbone", "note",
+                   "calibration", "operating_point", "low_confidence"}
 
 
 def ir_settings(precision):
@@ -76,7 +77,7 @@ def exported(tmp_path_factory):
         description = ir.export(
             {"backbone_xml": backbones[precision], "head": head, "backbone_json": setup["json"],
              "labels": setup["labels"], "test_tfrecords": [setup["test"]], "test_features": test[0],
-             "test_view_features": test[1:]},
+             "test_view_features": test[1:], "frozen_check": model["check"]},
             {"xml": str(out / "model.xml"), "json": str(out / "ir.json")}, ir_settings(precision), 2)
         deployed[precision] = {"xml": str(out / "model.xml"), "json": str(out / "ir.json"), "test": test,
                                "description": description}
@@ -164,13 +165,34 @@ def test_a_deployed_ir_that_fails_its_check_is_not_left_behind(exported, tmp_pat
     assert not (out / "model.xml").exists() and not (out / "ir.json").exists()
 
 
-def evaluate(exported, precision, tmp_path, reference=None, **thresholds):
+def evaluate(exported, precision, tmp_path, reference=None, ir_json=None, **thresholds):
     deployed = exported["deployed"][precision]
     output = tmp_path / f"{precision}.json"
-    evaluation = evaluate_ir.evaluate(deployed["json"], exported["head"], deployed["test"],
+    evaluation = evaluate_ir.evaluate(ir_json or deployed["json"], exported["head"], deployed["test"],
                                       reference or exported["model"]["predictions"], str(output),
-                                      thresholds.get("min_fp_agreement"), thresholds.get("max_int8_drop"))
+                                      thresholds.get("min_fp_agreement"), thresholds.get("max_int8_drop"), "FP32")
     return evaluation, output
+
+
+def test_every_ir_is_compared_with_the_frozen_pb_run_in_tensorflow(exported):
+    """An independent reference: another file (frozen_model.pb) in another engine, on the same sample."""
+    for precision, deployed in exported["deployed"].items():
+        frozen = atomic.read_json(deployed["json"])["check"]["frozen_model_in_tensorflow"]
+        assert frozen["images"] == 8, precision
+        limit = 1e-3 if precision == "FP32" else 0.5
+        assert frozen["max_abs_probability_difference"] <= limit and frozen["max_abs_probability_difference"] > 0
+
+
+def test_an_fp32_ir_on_the_trained_features_is_gated_by_its_agreement_with_the_frozen_pb(exported, tmp_path):
+    """FP32 on FP32 features agrees with the trained model by construction; the TensorFlow reference can fail."""
+    description = atomic.read_json(exported["deployed"]["FP32"]["json"])
+    description["check"]["frozen_model_in_tensorflow"]["top1_agreement"] = 0.5  # as if the .pb disagreed on half
+    tampered = tmp_path / "ir.json"
+    atomic.write_json(tampered, description)
+    evaluation, _ = evaluate(exported, "FP32", tmp_path)
+    assert evaluation["agreement"]["same_features"] is True and evaluation["agreement"]["top1_agreement"] == 1.0
+    with pytest.raises(PipelineError, match="agrees with the frozen .pb in TensorFlow's top-1 on 50.00% of 8"):
+        evaluate(exported, "FP32", tmp_path, ir_json=str(tampered), min_fp_agreement=0.995)
 
 
 def tampered_reference(exported, tmp_path, change):
@@ -195,11 +217,20 @@ def test_evaluation_json_has_the_documented_keys(exported, tmp_path):
     evaluation, _ = evaluate(exported, "INT8", tmp_path)
     assert set(evaluation) == EVALUATION_KEYS
     assert evaluation["schema_version"] == 2 and evaluation["precision"] == "INT8"
-    assert set(evaluation["agreement"]) == {"top1_agreement", "max_abs_probability_difference", "images"}
+    assert set(evaluation["agreement"]) == {"top1_agreement", "max_abs_probability_difference", "images", "same_features"}
+    assert evaluation["agreement"]["same_features"] is False  # INT8 features, the model trained on FP32 ones
     assert evaluation["metrics"]["n"] == TEST_IMAGES and evaluation["metrics"]["labels"] == mobilenet.LABELS
     assert evaluation["accuracy_drop_points"] == pytest.approx(
-        100 * (evaluation["tensorflow_accuracy"] - evaluation["metrics"]["accuracy"]))
+        100 * (evaluation["trained_model_accuracy"] - evaluation["metrics"]["accuracy"]))
     assert evaluation["untrained_backbone"] is False and evaluation["note"] == ""
+    assert evaluation["cpu"]["inference_precision"] == "f32" and "avx2" in evaluation["cpu"]["isa_flags"]
+
+
+def test_ir_json_records_the_cpu_and_the_kernels_its_check_ran(exported):
+    facts = atomic.read_json(exported["deployed"]["INT8"]["json"])["cpu"]
+    assert facts["model_name"] and facts["inference_precision"] == "f32"
+    assert facts["kernels"] and all(kernel.endswith("_I8") for kernel in facts["kernels"] if "conv" in kernel)
+    assert facts["vnni"] == ("avx512_vnni" in facts["isa_flags"] or "avx_vnni" in facts["isa_flags"])
 
 
 def test_fp_disagreement_fails_with_one_line_naming_the_precision_and_both_numbers(exported, tmp_path):
@@ -236,14 +267,14 @@ def test_int8_accuracy_drop_fails_only_above_the_set_threshold(exported, tmp_pat
 def test_command_line_prints_one_error_line(exported, tmp_path):
     reference = tampered_reference(exported, tmp_path, lambda data: data.update(
         probabilities=np.roll(data["probabilities"], 1, axis=1)))
-    deployed = exported["deployed"]["FP32"]
+    deployed = exported["deployed"]["FP16"]
     result = subprocess.run([sys.executable, "-m", "scripts.deploy.evaluate_ir", "--ir-json", deployed["json"],
                              "--head", exported["head"], "--test-features", deployed["test"][0],
                              "--test-view-features", *deployed["test"][1:], "--reference", reference,
                              "--output", str(tmp_path / "e.json"), "--min-fp-agreement", "0.995"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: config key export.min_fp_agreement: the FP32 IR")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: config key export.min_fp_agreement: the FP16 IR")
 
 
 def test_openvino_views_match_numpy_views():

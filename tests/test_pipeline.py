@@ -1,12 +1,14 @@
 """Whole-pipeline runs with the real Snakemake: the offline default and the real ALL data set."""
 import glob
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import OFFLINE, selected, snakemake, test_config, write_yaml
+from conftest import OFFLINE, REPO, selected, snakemake, test_config, write_yaml
 
-from scripts.core import atomic, formats, records
+from scripts.core import atomic, cpu, formats, records
 from scripts.core import head as head_lib
 from scripts.model import bottlenecks
 
@@ -131,10 +133,44 @@ def test_real_data_ir_accuracy_matches_the_trained_model(taleqani_run):
              for precision in ("FP32", "FP16", "INT8")}
     print("IR accuracy drop (points):", drops)
     assert abs(drops["FP16"]) <= 0.5 and abs(drops["FP32"]) <= 0.5
-    assert drops["INT8"] <= 2.0
+    assert drops["INT8"] <= 0.5  # export.max_int8_accuracy_drop's default, on this machine's CPU
     benchmarks = atomic.read_json(workdir / "results" / selected(workdir) / "benchmarks" / "benchmarks.json")
     latency = {row["precision"]: row["latency_median_ms"] for row in benchmarks["rows"] if row["mode"] == "latency"}
     assert latency["FP16"] > 0 and latency["INT8"] > 0 and benchmarks["note"] == ""
+
+
+@pytest.mark.skipif("avx512f" not in cpu.proc_cpuinfo()[1], reason="needs an AVX-512 CPU to cap down to AVX2")
+def test_real_data_int8_holds_on_an_avx2_cpu_emulated_with_the_onednn_cap(taleqani_run, tmp_path):
+    """The deployed INT8 backbone's test features on the 8-bit kernels of an AVX2-only CPU (no VNNI).
+
+    With NNCF's default overflow fix (first layer only) this lost 7.06 points here, as on a
+    real AVX2 machine; the default `bottlenecks.int8_overflow_fix: enable` must keep it within 0.5.
+    """
+    workdir, _ = taleqani_run
+    results = workdir / "results"
+    chosen = selected(workdir)
+    model = atomic.read_json(results / chosen / "model" / "model.json")
+    preprocessing = model["preprocessing"]
+    env = {key: value for key, value in os.environ.items() if key not in cpu.ISA_CAP_VARIABLES}
+    env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    views = []
+    for view in model["test_time_views"]:
+        output = tmp_path / f"view{view}.npz"
+        subprocess.run([sys.executable, "-m", "scripts.model.bottlenecks", "shard",
+                        "--backbone-json", str(results / "backbone" / "backbone.json"),
+                        "--model", str(results / "backbone" / "ir" / "INT8" / "backbone.xml"),
+                        "--tfrecord", str(results / "data" / "tfrecords" / "test-00000-of-00001.tfrecord"),
+                        "--output", str(output), "--kind", "plain" if view == 0 else f"view{view}",
+                        "--central-fraction", str(preprocessing["central_fraction"]),
+                        "--resize", preprocessing["resize"], "--batch-size", "32", "--threads", "2"],
+                       check=True, env=env, cwd=REPO, capture_output=True, timeout=600)
+        views.append(formats.read_bottlenecks(output))
+    head = head_lib.load(results / chosen / "model" / "head.npz")
+    accuracy = float(np.mean(head_lib.view_probabilities(head, [view["features"] for view in views]).argmax(axis=1)
+                             == views[0]["labels"]))
+    trained = float(formats.read_predictions(results / chosen / "model" / "test_predictions.npz")["accuracy"])
+    print(f"INT8 test accuracy on the AVX2 kernels: {accuracy:.4f} (trained model {trained:.4f})")
+    assert 100 * (trained - accuracy) <= 0.5
 
 
 def test_real_data_feature_engines_give_the_same_accuracy(taleqani_run, tmp_path):

@@ -66,9 +66,13 @@ def test_per_class_note_is_empty_for_a_real_backbone(tmp_path):
 
 
 def test_experiments_table_has_one_column_per_setting_that_differs(tmp_path):
-    base = fabricated.metrics("x")["settings"]
-    variants = {"default": base, "lr_small": base | {"learning_rate": 0.0003},
-                "hidden": base | {"hidden_units": 128, "dropout": 0.3, "augment": {"flip": True}}}
+    """Settings as metrics.json records them (the retrain job's params: preprocess, augment, train)."""
+    train = {"hidden_units": 0, "dropout": 0.0, "optimizer": "adam", "learning_rate": 0.001, "epochs": 200}
+    augment = {"copies": 0, "flip": False, "test_time": "none"}
+    base = {"preprocess": {"central_fraction": 1.0, "resize": "bilinear"}, "augment": augment, "train": train}
+    variants = {"default": base, "lr_small": base | {"train": train | {"learning_rate": 0.0003}},
+                "hidden": base | {"train": train | {"hidden_units": 128, "dropout": 0.3},
+                                  "augment": augment | {"flip": True}}}
     paths = []
     for name, settings in variants.items():
         paths.append(str(tmp_path / f"{name}.json"))
@@ -76,22 +80,22 @@ def test_experiments_table_has_one_column_per_setting_that_differs(tmp_path):
     selected = tmp_path / "selected.json"
     atomic.write_json(selected, {"experiment": "lr_small", "metric": "cv_accuracy", "value": 0.9,
                                  "candidates": {}})
-    report.experiments(list(variants), paths, [[], [], []], str(tmp_path / "experiments.csv"), str(selected))
+    report.experiments(list(variants), paths, str(tmp_path / "experiments.csv"), str(selected))
     rows = atomic.read_table(tmp_path / "experiments.csv")
     columns = list(rows[0])
     assert columns[:3] == ["experiment", "selected", "mode"]
-    assert columns[3:7] == ["augment.flip", "dropout", "hidden_units", "learning_rate"]
-    assert "train_settings" not in columns and "optimizer" not in columns and "epochs" not in columns
+    assert columns[3:7] == ["augment.flip", "train.dropout", "train.hidden_units", "train.learning_rate"]
+    assert not any(column.startswith("preprocess") or column.endswith(("optimizer", "epochs")) for column in columns)
     by_name = {row["experiment"]: row for row in rows}
-    assert by_name["hidden"]["hidden_units"] == "128" and by_name["default"]["hidden_units"] == "0"
-    assert by_name["lr_small"]["learning_rate"] == "0.0003" and by_name["default"]["augment.flip"] == ""
+    assert by_name["hidden"]["train.hidden_units"] == "128" and by_name["default"]["train.hidden_units"] == "0"
+    assert by_name["lr_small"]["train.learning_rate"] == "0.0003" and by_name["hidden"]["augment.flip"] == "true"
     assert [row["selected"] for row in rows] == ["", "yes", ""] and by_name["default"]["mode"] == "head"
     assert by_name["default"]["cv_accuracy_mean"] == "0.9000" and by_name["default"]["cv_folds"] == "5"
 
 
 def test_a_single_experiment_has_no_setting_columns(tmp_path):
     atomic.write_json(tmp_path / "m.json", fabricated.metrics("default"))
-    report.experiments(["default"], [str(tmp_path / "m.json")], [[]], str(tmp_path / "e.csv"))
+    report.experiments(["default"], [str(tmp_path / "m.json")], str(tmp_path / "e.csv"))
     row = atomic.read_table(tmp_path / "e.csv")[0]
     assert list(row)[3] == "best_epoch" and row["selected"] == ""
 
@@ -163,11 +167,40 @@ def test_introduction_explains_untrained_only_for_an_untrained_backbone(source, 
 
 
 # ------------------------------------------------------------------ in a real browser
+def in_ci():
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_chromium():
+    """Outside CI a missing browser skips its tests, saying what to install; in CI (CI=true) it fails them."""
+    if os.path.exists(CHROMIUM):
+        return
+    reason = f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+    if in_ci():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser():
+    """First in a browser test's arguments, so a missing Chromium skips it before its fixtures run."""
+    require_chromium()
+
+
 def chromium(*args, user_data_dir, timeout=120):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    require_chromium()
     return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", *args],
                           capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def test_a_missing_chromium_skips_outside_ci_and_fails_in_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-chromium is missing"):
+        require_chromium()
 
 
 PROBE = textwrap.dedent("""
@@ -319,7 +352,7 @@ def small_report(tmp_path_factory):
     return workdir / "report.html"
 
 
-def test_report_renders_in_chromium_and_its_figures_load(small_report, tmp_path):
+def test_report_renders_in_chromium_and_its_figures_load(browser, small_report, tmp_path):
     record = probe_report(small_report, tmp_path)
     assert record["loading_hidden"] and set(record["categories"]) == {"Training", "Experiments"}
     assert "Transfer learning of an image classifier" in record["text"]
@@ -335,7 +368,7 @@ def test_report_renders_in_chromium_and_its_figures_load(small_report, tmp_path)
     assert len(np.unique(colours[::7], axis=0)) > 50  # a picture, not a blank page
 
 
-def test_the_probe_notices_a_figure_that_does_not_load(small_report, tmp_path):
+def test_the_probe_notices_a_figure_that_does_not_load(browser, small_report, tmp_path):
     """The browser check can fail: a PNG with corrupt bytes is reported with no size."""
     def corrupt(text):
         start = text.index("base64,", text.index('"results/default/report/misclassified.png"')) + len("base64,")
@@ -346,7 +379,7 @@ def test_the_probe_notices_a_figure_that_does_not_load(small_report, tmp_path):
 
 
 @pytest.mark.slow
-def test_offline_run_report_renders_in_chromium(offline_run, tmp_path):
+def test_offline_run_report_renders_in_chromium(browser, offline_run, tmp_path):
     """The whole offline default's report (needs the full pipeline: the `offline_run` fixture)."""
     report_html = tmp_path / "report.html"
     snakemake(offline_run, "--report", str(report_html), configfiles=[OFFLINE])

@@ -61,12 +61,6 @@ def augmented_pixels(encoded, contract, rng, settings):
     return images.preprocess_image(augmented_image(image, rng, settings), contract)
 
 
-def is_active(settings):
-    settings = {**NO_AUGMENTATION, **(settings or {})}
-    return bool(settings["flip"] or settings["rotate90"] or settings["crop"] < 1.0
-                or settings["color_jitter"] > 0)
-
-
 def dihedral_view(pixels, view):
     """View ``view`` (0..7) of pixels [..., H, W, C]: rotate by (view % 4) * 90 degrees, mirror if view >= 4."""
     rotated = np.rot90(pixels, k=view % 4, axes=(-3, -2))

@@ -5,7 +5,8 @@ Modes (each measured for ``--seconds`` after one warm-up inference per request):
     throughput  PERFORMANCE_HINT THROUGHPUT, AsyncInferQueue with the device's optimal
                 number of requests kept busy
 Latencies are the device's own per-request times (InferRequest.latency); throughput is
-images per wall-clock second. On the CPU inference runs in float32 (scripts/core/inference.compile_ir).
+images per wall-clock second. On the CPU inference runs in float32 (scripts/core/inference.compile_ir);
+the CPU, its instruction set and the kernels used are recorded as "cpu" (scripts/core/cpu.py).
 
     python -m scripts.deploy.benchmark run --ir-xml X --device CPU --modes latency throughput \
         --seconds 5 --output results/default/benchmarks/CPU-FP16.json
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from scripts.core import atomic
+from scripts.core import atomic, cpu
 from scripts.core.contract import note_suffix
 from scripts.core.errors import PipelineError, run_cli
 from scripts.core.inference import compile_ir, run_async
@@ -115,6 +116,7 @@ def measure(core, ir_xml, device, mode, seconds, threads=None):
         "requests": requests,
         "streams": int(compiled.get_property("NUM_STREAMS")),
         "elapsed_seconds": elapsed,
+        "cpu": cpu.description(compiled) if device.split(".")[0] == "CPU" else None,
     }
 
 
@@ -126,7 +128,7 @@ def benchmark(ir_xml, ir_json, device, modes, seconds, output, skip_absent, thre
     result = {
         "schema_version": 1, "device": device, "precision": description["precision"],
         "openvino_version": ov.get_version(), "seconds": seconds, "threads": threads,
-        "skipped": False, "reason": "", "full_device_name": None, "modes": {},
+        "skipped": False, "reason": "", "full_device_name": None, "modes": {}, "cpu": None,
         "untrained_backbone": description["untrained_backbone"], "note": description["note"],
     }
     available = core.available_devices
@@ -138,6 +140,7 @@ def benchmark(ir_xml, ir_json, device, modes, seconds, output, skip_absent, thre
     else:
         result["full_device_name"] = core.get_property(device, "FULL_DEVICE_NAME")
         result["modes"] = {mode: measure(core, ir_xml, device, mode, seconds, threads) for mode in modes}
+        result["cpu"] = next((measured["cpu"] for measured in result["modes"].values() if measured["cpu"]), None)
     atomic.write_json(output, result)
     return result
 
@@ -166,6 +169,7 @@ def gather(result_paths, output_csv, output_json):
     atomic.write_table(output_csv, CSV_COLUMNS, [list(row.values()) for row in rows])
     atomic.write_json(output_json, {
         "schema_version": 1, "rows": rows,
+        "cpu": next((result["cpu"] for result in results if result.get("cpu")), None),  # scripts/core/cpu.py
         "untrained_backbone": any(result["untrained_backbone"] for result in results),
         "note": next((result["note"] for result in results if result["note"]), ""),
     })

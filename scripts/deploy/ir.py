@@ -15,12 +15,16 @@ contract, the views, the labels, the precision, the temperature, the operating p
 the low-confidence threshold; the labels, the contract, those three and the note are also
 in the IR's rt_info under ``deployment``. Before it is published, a sample of real test
 images runs through the saved file and must match the trained head on the cached
-features of the same backbone IR (scripts/core/checks.py).
+features of the same backbone IR (scripts/core/checks.py). With ``--frozen-check`` the
+IR's outputs on that sample are also compared with the frozen .pb's, run in TensorFlow by
+the freeze job: a reference computed by another engine from another file, recorded as
+``check.frozen_model_in_tensorflow`` (top-1 agreement, largest probability difference).
 
     python -m scripts.deploy.ir --backbone-xml B --head H --backbone-json J --labels L --views 0 4 \
         --central-fraction 1.0 --resize bilinear --precision INT8 \
         --test-tfrecords T... --test-features F --test-view-features V... --check-images 32 \
-        --tolerance 0.001 --calibration calibration.json --output-xml X --output-json J --threads 2
+        --tolerance 0.001 --calibration calibration.json --frozen-check freeze_check.json --output-xml X \
+        --output-json J --threads 2
 """
 import argparse
 import json
@@ -28,10 +32,10 @@ import os
 
 import numpy as np
 
-from scripts.core import atomic, formats, model_check
+from scripts.core import atomic, cpu, formats, model_check
 from scripts.core import head as head_lib
 from scripts.core.backbones import PRECISIONS
-from scripts.core.checks import reference_probabilities, sample_check
+from scripts.core.checks import reference_probabilities, sample_agreement, sample_check
 from scripts.core.contract import note_suffix
 from scripts.core.errors import run_cli
 from scripts.core.inference import IrModel
@@ -112,8 +116,8 @@ def set_rt_info(model, contract):
     model.set_rt_info(json.dumps(contract["low_confidence"], sort_keys=True), [RT_INFO_SECTION, "low_confidence"])
 
 
-def ir_description(model, contract, precision, check):
-    """ir.json: how to feed the IR, what it returns and where it came from."""
+def ir_description(model, contract, precision, check, cpu_facts=None):
+    """ir.json: how to feed the IR, what it returns, where it came from and the CPU its check ran on."""
     import openvino as ov
     preprocessing = contract["preprocessing"]
     return {
@@ -133,6 +137,7 @@ def ir_description(model, contract, precision, check):
         "low_confidence": contract["low_confidence"],
         "openvino_version": ov.get_version(),
         "check": check,
+        "cpu": cpu_facts,
         "untrained_backbone": contract["untrained_backbone"],
         "note": contract["note"],
     }
@@ -155,7 +160,8 @@ def export(paths, outputs, settings, threads):
     probabilities, test = reference_probabilities(head, [paths["test_features"], *paths["test_view_features"]],
                                                   temperature)
     try:
-        check = sample_check(IrModel(outputs["xml"], threads), contract["preprocessing"], paths["test_tfrecords"],
+        ir_model = IrModel(outputs["xml"], threads)
+        check = sample_check(ir_model, contract["preprocessing"], paths["test_tfrecords"],
                              {"probabilities": probabilities, "sha256": test["sha256"]}, settings["check_images"],
                              settings["tolerance"],
                              threads, f"{precision} IR")
@@ -164,7 +170,12 @@ def export(paths, outputs, settings, threads):
             if os.path.exists(path):
                 os.remove(path)  # a model that failed its check is not left under its final name
         raise
-    description = ir_description(model, contract, precision, check)
+    sample = check.pop("sample")
+    if paths.get("frozen_check"):
+        # An independent reference: the frozen .pb, run in TensorFlow on the same images by the freeze job.
+        check["frozen_model_in_tensorflow"] = sample_agreement({"sample": sample}, atomic.read_json(paths["frozen_check"]),
+                                                              f"{precision} IR vs {paths['frozen_check']}")
+    description = ir_description(model, contract, precision, check, cpu.description(ir_model.compiled))
     atomic.write_json(outputs["json"], description)
     return description
 
@@ -182,6 +193,7 @@ def main(argv=None):
     parser.add_argument("--test-tfrecords", nargs="+", required=True)
     parser.add_argument("--test-features", required=True, help="cached test features of this backbone IR")
     parser.add_argument("--test-view-features", nargs="*", default=[])
+    parser.add_argument("--frozen-check", help="freeze_check.json: the frozen .pb's TensorFlow outputs on the sample")
     parser.add_argument("--check-images", type=int, required=True)
     parser.add_argument("--tolerance", type=float, required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -191,7 +203,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     paths = {key: getattr(args, key) for key in ("backbone_xml", "head", "backbone_json", "labels",
                                                  "test_tfrecords", "test_features", "test_view_features",
-                                                 "calibration")}
+                                                 "calibration", "frozen_check")}
     settings = {key: getattr(args, key) for key in ("precision", "views", "central_fraction", "resize",
                                                     "check_images", "tolerance")}
     description = export(paths, {"xml": args.output_xml, "json": args.output_json}, settings, args.threads)

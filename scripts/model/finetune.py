@@ -77,8 +77,6 @@ OPTIMIZERS = {
 # TF-Slim's batch-norm statistics: moving averages, not parameters (and a variance must stay positive).
 BATCH_NORM_STATISTICS = re.compile(r"/moving_(mean|variance)$")
 VALIDATION_CACHE_BYTES = 256 * 2 ** 20  # keep preprocessed validation pixels in memory up to this size
-# retrain.py floors a feature's std at 1e-6 (scale 1e6): a scale this large means a feature that did not vary.
-CONSTANT_FEATURE_SCALE = 5e5
 IMPROVEMENT = 1e-7  # a validation loss must drop by more than float noise to count as better
 
 
@@ -140,21 +138,6 @@ def trainable_constants(graph_def, pattern):
     return constants
 
 
-def constant_features(head):
-    """Features that were constant on the head's training set."""
-    return head["scale"] >= CONSTANT_FEATURE_SCALE
-
-
-def starting_head(head):
-    """The head fine-tuning starts from: it ignores the features that were constant on its training set.
-
-    On that set the head's output is unchanged (such a feature equals its mean there), but a
-    backbone that starts to vary one would see the change multiplied by its scale (1e6).
-    """
-    first = "hidden_w" if "hidden_w" in head else "logits_w"
-    return {**head, first: np.where(constant_features(head)[:, None], 0.0, head[first]).astype(np.float32)}
-
-
 # ------------------------------------------------------------------ the training graph
 class Network:
     """Backbone (matched constants as variables) + head, a loss and a training step, in one graph."""
@@ -194,12 +177,7 @@ class Network:
     def _head(self, tf, bottleneck, width, head):
         with tf.name_scope("head"):
             self.head_variables = {key: tf.Variable(head[key], name=key) for key in HEAD_VARIABLES if key in head}
-            # A constant feature's row is zero (starting_head); a zero scale keeps its gradient zero too.
-            scale = np.where(constant_features(head), 0.0, head["scale"]).astype(np.float32)
-            x = (tf.reshape(bottleneck, [-1, width]) - tf.constant(head["mean"])) * tf.constant(scale)
-            if "hidden_w" in self.head_variables:
-                x = tf.nn.relu(tf.matmul(x, self.head_variables["hidden_w"]) + self.head_variables["hidden_b"])
-            return tf.matmul(x, self.head_variables["logits_w"]) + self.head_variables["logits_b"]
+            return head_lib.tf_logits(tf, tf.reshape(bottleneck, [-1, width]), head, self.head_variables)
 
     def _train_step(self, tf, settings):
         """One optimizer step on cross-entropy + L2; constants the loss does not reach stay as they are."""
@@ -387,7 +365,7 @@ def finetune(backbone_pb, backbone_json, head_path, preprocessing, train_tfrecor
     """Fine-tune, then write the four outputs (each atomically); returns backbone.json's ``fine_tuned``."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     settings = check_settings(settings)
-    info, head = atomic.read_json(backbone_json), starting_head(head_lib.load(head_path))
+    info, head = atomic.read_json(backbone_json), head_lib.load(head_path)
     contract = images.preprocessing_contract(info["input_size"], info["input_range"], preprocessing["central_fraction"],
                                              preprocessing["resize"])
     check_inputs(info, head)
@@ -404,7 +382,7 @@ def finetune(backbone_pb, backbone_json, head_path, preprocessing, train_tfrecor
         network.session.close()
     result = {"trainable": settings["trainable"], "variables": len(network.trained),
               "parameters": int(sum(constants[name].size for name in network.trained)),
-              "ignored_constant_features": int(constant_features(head).sum()), **summary, "settings": settings}
+              "ignored_constant_features": int((head["scale"] == 0).sum()), **summary, "settings": settings}
     atomic.write_bytes(output_backbone_pb,
                        fine_tuned_backbone(graph_def, values["backbone"]).SerializeToString(deterministic=True))
     atomic.write_json(output_backbone_json, {**info, "fine_tuned": result})

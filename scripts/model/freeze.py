@@ -53,10 +53,7 @@ def build_frozen_graph(backbone_def, info, head, views, temperature=1.0):
                                           return_elements=[info["bottleneck_tensor"]], name="backbone")
         with tf.name_scope("head"):
             x = tf.reshape(bottleneck, [-1, info["bottleneck_size"]], name="bottleneck")
-            x = (x - tf.constant(head["mean"])) * tf.constant(head["scale"])
-            if "hidden_w" in head:
-                x = tf.nn.relu(tf.matmul(x, tf.constant(head["hidden_w"])) + tf.constant(head["hidden_b"]))
-            logits = tf.matmul(x, tf.constant(head["logits_w"])) + tf.constant(head["logits_b"])
+            logits = head_lib.tf_logits(tf, x, head)
             logits = tf.divide(logits, tf.constant(temperature, tf.float32), name="calibrated_logits")
             probs = tf.nn.softmax(logits)
             if len(views) > 1:

@@ -323,6 +323,7 @@ def calibration_options(wildcards):
     return (
         f"--calibration-images {config['bottlenecks']['int8_calibration_images']}"
         f" --central-fraction {preprocess['central_fraction']} --resize {preprocess['resize']}"
+        f" --overflow-fix {config['bottlenecks']['int8_overflow_fix']}"
     )
 
 

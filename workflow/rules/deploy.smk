@@ -26,6 +26,7 @@ rule ir:
             wildcards.experiment, "test", wildcards.precision
         ),
         calibration=LAYOUT.calibration("{experiment}"),
+        frozen_check=LAYOUT.freeze_check("{experiment}"),
         code=code("deploy.ir"),
     output:
         xml=LAYOUT.ir_xml("{experiment}", "{precision}"),
@@ -60,7 +61,7 @@ rule ir:
         " --test-tfrecords {input.test_tfrecords:q} --test-features {input.test_features:q}"
         " --test-view-features {input.test_view_features:q} --check-images {params.check_images}"
         " --tolerance {params.tolerance} --threads {threads} --calibration {input.calibration:q}"
-        " --output-xml {output.xml:q}"
+        " --frozen-check {input.frozen_check:q} --output-xml {output.xml:q}"
         " --output-json {output.info:q} > {log} 2>&1"
 
 
@@ -100,10 +101,12 @@ rule evaluate_ir:
             wildcards, "max_int8_accuracy_drop", ["INT8"]
         ),
         evaluation=metrics_evaluation(),
+        trained_features=training_engine(),
     shell:
         "python -m scripts.deploy.evaluate_ir --ir-json {input.info:q} --head {input.head:q}"
         " --test-features {input.test_features:q} --test-view-features {input.test_view_features:q}"
-        " --reference {input.reference:q} --output {output.evaluation:q} {params.min_fp_agreement}"
+        " --reference {input.reference:q} --trained-features {params.trained_features}"
+        " --output {output.evaluation:q} {params.min_fp_agreement}"
         " {params.max_int8_drop} --evaluation {params.evaluation:q}"
         " --output-predictions {output.predictions:q} > {log} 2>&1"
 
