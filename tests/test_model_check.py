@@ -485,6 +485,7 @@ def test_a_checkpoint_archive_with_odd_members_is_refused(tmp_path):
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "inception_v3.ckpt").write_bytes(b"x")
     (tmp_path / "ckpt" / "README.txt").write_text("notes")
+    (tmp_path / "ckpt" / ".snakemake_timestamp").write_text("")  # Snakemake's marker of a folder output
     model_check.check_checkpoint_folder(str(tmp_path / "ckpt"))
     (tmp_path / "ckpt" / "graph.pb").write_bytes(small_network().SerializeToString())
     with pytest.raises(PipelineError, match="graph.pb: refusing a file in the checkpoint archive"):

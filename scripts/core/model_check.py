@@ -394,6 +394,8 @@ def check_ir_layer(xml_path, bin_path, bin_size, layer):
 CHECKPOINT_PARTS = re.compile(r"^(?P<prefix>.+\.ckpt)(\.index|\.data-(?P<shard>\d{5})-of-(?P<shards>\d{5})"
                               r"|\.meta)?$")
 NOTES = re.compile(r"^(checkpoint|README.*|LICENSE.*|.*\.(txt|md))$", re.IGNORECASE)
+# The marker Snakemake leaves in a folder output (the `extract` rule's unpacked/): not from the archive.
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
 
 
 def check_checkpoint_folder(folder):
@@ -403,6 +405,8 @@ def check_checkpoint_folder(folder):
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(parent, name)
+            if parent == folder and name == SNAKEMAKE_MARKER:
+                continue
             if not (CHECKPOINT_PARTS.match(name) or NOTES.match(name)):
                 raise PipelineError(f"{path}: refusing a file in the checkpoint archive that is not part of a "
                                     "TF-Slim checkpoint (.ckpt, .ckpt.index, .ckpt.data-*, .ckpt.meta) or a note")
