@@ -229,7 +229,7 @@ def main(argv=None):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--evaluations", nargs="+", required=True, help="evaluation.json of each deployed precision")
     parser.add_argument("--ir-json", nargs="+", required=True, help="ir.json of each deployed precision")
-    parser.add_argument("--selected", help="selected.json")
+    parser.add_argument("--selected", required=True, help="selected.json")
     for name in ("dataset", "backbone", "selection", "split"):
         parser.add_argument(f"--{name}", required=True, help="JSON of the config section's keys shown")
     args = parser.parse_args(argv)

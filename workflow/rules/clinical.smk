@@ -81,13 +81,10 @@ rule model_card:
         ),
         selection=json.dumps(config["selection"], sort_keys=True),
         split=json.dumps(config["split"], sort_keys=True),
-        selected=lambda wildcards, input: (
-            f"--selected {shlex.quote(input.selected[0])}" if input.selected else ""
-        ),
     shell:
         "python -m scripts.model_card --experiment {wildcards.experiment:q} --split-summary {input.split:q}"
         " --structure-summary {input.structure:q} --manifest {input.manifest:q}"
         " --backbone-json {input.backbone:q} --metrics {input.metrics:q} --calibration {input.calibration:q}"
-        " --evaluations {input.evaluations:q} --ir-json {input.irs:q} {params.selected}"
+        " --evaluations {input.evaluations:q} --ir-json {input.irs:q} --selected {input.selected:q}"
         " --dataset {params.dataset:q} --backbone {params.backbone:q} --selection {params.selection:q}"
         " --split {params.split:q} --output {output:q} > {log} 2>&1"
