@@ -25,6 +25,7 @@ import sys
 
 from scripts.core.backbones import PRECISIONS as PRECISION_ORDER
 from scripts.core.contract import UNTRAINED_NOTE
+from scripts.core.layout import Layout
 
 PREDICT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "predict.py")
 NO_VALUE = "-"
@@ -45,22 +46,18 @@ class Results:
 
     def __init__(self, results="results", current=None):
         self.root = results
+        self.layout = Layout(results)  # where each file is (scripts/core/layout.py)
         self.current = None if current is None else {os.path.normpath(path) for path in current}
-
-    def path(self, *parts):
-        return os.path.join(self.root, *parts)
 
     def has(self, path):
         return os.path.exists(path) and (self.current is None or os.path.normpath(path) in self.current)
 
-    def json(self, *parts):
-        path = self.path(*parts)
+    def json(self, path):
         return _read_json(path) if self.has(path) else None
 
     def precisions(self, experiment):
-        found = {os.path.basename(os.path.dirname(path))
-                 for path in glob.glob(os.path.join(glob.escape(self.path(experiment, "ir")), "*", "model.xml"))
-                 if self.has(path)}
+        pattern = Layout(glob.escape(self.root)).ir_xml(glob.escape(experiment), "*")
+        found = {os.path.basename(os.path.dirname(path)) for path in glob.glob(pattern) if self.has(path)}
         return sorted(found, key=lambda name: (PRECISION_ORDER.index(name) if name in PRECISION_ORDER
                                                else len(PRECISION_ORDER), name))
 
@@ -90,12 +87,12 @@ def table(header, rows, indent="  "):
 
 # ------------------------------------------------------------------ the summary
 def selected_experiment(results):
-    selected = results.json("selected.json")
+    selected = results.json(results.layout.selected())
     return selected.get("experiment") if selected else None
 
 
 def untrained(results, metrics_by_experiment):
-    backbone = results.json("backbone", "backbone.json")
+    backbone = results.json(results.layout.backbone_json())
     if backbone and (backbone.get("untrained") or backbone.get("note") == UNTRAINED_NOTE):
         return True
     return any(metrics.get("untrained_backbone") or metrics.get("note") == UNTRAINED_NOTE
@@ -104,7 +101,7 @@ def untrained(results, metrics_by_experiment):
 
 def data_line(results):
     """Images per split and classes, rejects and duplicates, or None before the split."""
-    splits = results.json("data", "split_summary.json")
+    splits = results.json(results.layout.split_summary())
     if not splits:
         return None
     names = ("train", "validation", "test")
@@ -116,7 +113,7 @@ def data_line(results):
         groups = splits.get("groups", {})
         line += (f"; groups whole per split (train {groups.get('train', 0)}, validation {groups.get('validation', 0)}, "
                  f"test {groups.get('test', 0)})")
-    structure = results.json("data", "structure_summary.json")
+    structure = results.json(results.layout.structure_summary())
     if structure:
         line += f"; {structure.get('rejects', 0)} rejected, {structure.get('duplicates', 0)} duplicates dropped"
     return line
@@ -124,17 +121,17 @@ def data_line(results):
 
 def audit_line(results, display):
     """Near-duplicates across splits and suspected label errors (results/audit/), or None."""
-    duplicates = results.json("audit", "near_duplicates.json")
-    issues = results.json("audit", "label_issues.json")
+    duplicates = results.json(results.layout.audit("near_duplicates.json"))
+    issues = results.json(results.layout.audit("label_issues.json"))
     parts = []
     if duplicates:
         counts = duplicates.get("near_duplicates", {})
         parts.append(f"{duplicates.get('near_duplicate_images', 0)} validation/test images near-duplicate a training "
                      f"image (validation {counts.get('validation', 0)}, test {counts.get('test', 0)}; "
-                     f"{display(results.path('audit', 'near_duplicates.csv'))})")
+                     f"{display(results.layout.audit('near_duplicates.csv'))})")
     if issues:
         parts.append(f"{issues.get('issues', 0)} of {issues.get('images', 0)} train/validation labels suspect "
-                     f"({display(results.path('audit', 'label_issues.csv'))})")
+                     f"({display(results.layout.audit('label_issues.csv'))})")
     return "Audit: " + "; ".join(parts) if parts else None
 
 
@@ -162,7 +159,7 @@ def experiment_rows(results, experiments, metrics_by_experiment, selected):
 
 def benchmark_values(results, experiment):
     """{(device, precision): {"latency": ms, "throughput": images/s, "skipped": bool}}."""
-    summary = results.json(experiment, "benchmarks", "benchmarks.json") or {}
+    summary = results.json(results.layout.benchmarks(experiment)) or {}
     values = {}
     for row in summary.get("rows", []):
         entry = values.setdefault((row.get("device"), row.get("precision")), {})
@@ -184,10 +181,10 @@ def deployment_lines(results, experiment, display):
     devices = sorted({device for device, _ in benchmarks}) or [None]
     rows = []
     for precision in precisions or sorted({precision for _, precision in benchmarks}):
-        evaluation = results.json(experiment, "ir", precision, "evaluation.json") or {}
+        evaluation = results.json(results.layout.evaluation(experiment, precision)) or {}
         accuracy = _accuracy_ci(evaluation.get("metrics", {}))
         drop = evaluation.get("accuracy_drop_points")
-        xml = results.path(experiment, "ir", precision, "model.xml")
+        xml = results.layout.ir_xml(experiment, precision)
         for device in devices:
             entry = benchmarks.get((device, precision), {})
             skipped = entry.get("skipped") and "latency" not in entry and "throughput" not in entry
@@ -206,8 +203,8 @@ def summary_text(experiments, results="results", current=None, report_command=No
     display = display or (lambda path: path)
     results = Results(results, current)
     # A fine-tuned experiment's final metrics are its fine-tuning's; a head-only one's, its head's.
-    metrics_by_experiment = {name: results.json(name, "finetune", "metrics.json")
-                             or results.json(name, "model", "metrics.json") for name in experiments}
+    metrics_by_experiment = {name: results.json(results.layout.finetuned(name, "metrics.json"))
+                             or results.json(results.layout.metrics(name)) for name in experiments}
     selected = selected_experiment(results)
     lines = []
     data = data_line(results)
@@ -221,9 +218,9 @@ def summary_text(experiments, results="results", current=None, report_command=No
         lines += [""] * bool(lines) + ["Accuracy of the retrained model per experiment (test: [95% bootstrap interval]):",
                   *table(["experiment", "mode", "cross-validated", "test"], rows)]
         if selected in experiments:
-            metric = (results.json("selected.json") or {}).get("metric", "cv_accuracy")
+            metric = (results.json(results.layout.selected()) or {}).get("metric", "cv_accuracy")
             lines.append(f"  * selected by cross-validation ({metric}, the simplest within one standard error;"
-                         f" {display(results.path('selected.json'))})")
+                         f" {display(results.layout.selected())})")
     deployed = [selected] if selected in experiments else []
     deployed += [name for name in experiments if name not in deployed]
     for name in deployed:
@@ -231,13 +228,13 @@ def summary_text(experiments, results="results", current=None, report_command=No
         if section:
             lines += [""] * bool(lines) + section
     files = []
-    frozen = [name for name in deployed if results.has(results.path(name, "model", "frozen_model.pb"))]
+    frozen = [name for name in deployed if results.has(results.layout.frozen_model(name))]
     if frozen:
-        others = f" (the others': {display(results.path('<experiment>', 'model', 'frozen_model.pb'))})" \
+        others = f" (the others': {display(results.layout.frozen_model('<experiment>'))})" \
             if len(frozen) > 1 else ""
-        files.append(f"  frozen model ({frozen[0]}): {display(results.path(frozen[0], 'model', 'frozen_model.pb'))}"
+        files.append(f"  frozen model ({frozen[0]}): {display(results.layout.frozen_model(frozen[0]))}"
                      + others)
-    irs = [results.path(name, "ir", precision, "model.xml") for name in deployed for precision in results.precisions(name)]
+    irs = [results.layout.ir_xml(name, precision) for name in deployed for precision in results.precisions(name)]
     if irs:
         files.append(f"  predict: python {display(PREDICT)} --model {display(irs[0])} IMAGES_OR_FOLDERS "
                      "[--csv out.csv] [--json out.json]")
@@ -407,7 +404,7 @@ def main(argv=None):
     else:
         experiments = args.experiments or sorted(
             os.path.basename(os.path.dirname(os.path.dirname(path)))
-            for path in glob.glob(os.path.join(glob.escape(args.results), "*", "model", "metrics.json")))
+            for path in glob.glob(Layout(glob.escape(args.results)).metrics("*")))
         text = summary_text(experiments, args.results)
     print(text or "nothing to show", file=sys.stdout)
 

@@ -6,13 +6,13 @@ change of a format shows up here too.
 """
 import hashlib
 import io
-import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from scripts.core import atomic, formats, images, records
 from scripts.core.contract import note
+from scripts.core.layout import Layout
 from scripts.core.metrics import classification_metrics
 
 LABELS = ["circle", "square", "triangle"]
@@ -70,7 +70,7 @@ def write_history(path, epochs=30):
 
 def write_test_split(results, count=12):
     """results/data/labels.json and one test TFRecord shard; returns (paths, labels, hashes, names)."""
-    formats.write_labels(os.path.join(results, "data", "labels.json"), LABELS)
+    formats.write_labels(Layout(results).labels(), LABELS)
     serialized, labels, hashes, names = [], [], [], []
     for index in range(count):
         label = index % 3
@@ -81,7 +81,7 @@ def write_test_split(results, count=12):
         labels.append(label)
         hashes.append(sha)
         names.append(name)
-    path = os.path.join(results, "data", "tfrecords", "test-00000-of-00001.tfrecord")
+    path = Layout(results).tfrecord("test", 0, 1)
     records.write_records(path, serialized)
     return [path], labels, hashes, names
 
@@ -89,37 +89,36 @@ def write_test_split(results, count=12):
 def write_model(results, experiment, labels, hashes, names, wrong=(1, 5), untrained=False, accuracy=(0.9, 0.8),
                 settings=None, mode="head"):
     """The model folder of one experiment; the test images at ``wrong`` are misclassified."""
-    folder = os.path.join(results, experiment, "model")
-    atomic.write_json(os.path.join(folder, "metrics.json"),
+    layout = Layout(results)
+    atomic.write_json(layout.metrics(experiment),
                       metrics(experiment, untrained, settings, accuracy, mode))
-    write_history(os.path.join(folder, "history.csv"))
+    write_history(layout.history(experiment))
     description = {"input_node": "input", "output_node": "final_result", "labels": LABELS,
                    "preprocessing": images.preprocessing_contract(48, (-1.0, 1.0), 0.875),
                    "untrained_backbone": untrained, "note": note(untrained)}
-    atomic.write_json(os.path.join(folder, "model.json"), description)
-    formats.write_labels(os.path.join(folder, "labels.json"), LABELS)
-    atomic.write_bytes(os.path.join(folder, "frozen_model.pb"), b"not a real graph")
+    atomic.write_json(layout.model_json(experiment), description)
+    formats.write_labels(layout.model_labels(experiment), LABELS)
+    atomic.write_bytes(layout.frozen_model(experiment), b"not a real graph")
     probabilities = np.full((len(labels), 3), 0.05, np.float32)
     for index, label in enumerate(labels):
         chosen = (label + 1) % 3 if index in wrong else label
         probabilities[index, chosen] = 0.9 - 0.01 * index
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    formats.write_npz(os.path.join(folder, "test_predictions.npz"), probabilities=probabilities,
+    formats.write_npz(layout.test_predictions(experiment), probabilities=probabilities,
                       labels=np.asarray(labels, np.int64), sha256=np.asarray(hashes, dtype=str),
                       filenames=np.asarray(names, dtype=str),
                       accuracy=np.float64((probabilities.argmax(1) == np.asarray(labels)).mean()))
-    return folder
+    return layout.model_dir(experiment)
 
 
 def write_deployment(results, experiment, precisions=("FP32", "FP16", "INT8"), devices=("CPU",), untrained=False,
                      absent=()):
     """IRs with their evaluation and the benchmarks of one experiment."""
     for position, precision in enumerate(precisions):
-        folder = os.path.join(results, experiment, "ir", precision)
-        atomic.write_text(os.path.join(folder, "model.xml"), "<net/>")
-        atomic.write_bytes(os.path.join(folder, "model.bin"), b"")
+        atomic.write_text(Layout(results).ir_xml(experiment, precision), "<net/>")
+        atomic.write_bytes(Layout(results).ir_bin(experiment, precision), b"")
         accuracy = 0.8 - 0.01 * position
-        atomic.write_json(os.path.join(folder, "evaluation.json"), {
+        atomic.write_json(Layout(results).evaluation(experiment, precision), {
             "precision": precision, "metrics": {"accuracy": accuracy, "macro_f1": accuracy},
             "trained_model_accuracy": 0.8, "trained_model_features": "OpenVINO FP32 backbone IR",
             "accuracy_drop_points": round((0.8 - accuracy) * 100, 2),
@@ -138,21 +137,21 @@ def write_deployment(results, experiment, precisions=("FP32", "FP16", "INT8"), d
                     continue
                 rows.append({"device": device, "precision": precision, "mode": mode, "skipped": False,
                              "latency_median_ms": 30.0 / (position + 1), "throughput_fps": 33.0 * (position + 1)})
-    atomic.write_json(os.path.join(results, experiment, "benchmarks", "benchmarks.json"),
+    atomic.write_json(Layout(results).benchmarks(experiment, "json"),
                       {"rows": rows, "note": note(untrained)})
-    atomic.write_table(os.path.join(results, experiment, "benchmarks", "benchmarks.csv"),
+    atomic.write_table(Layout(results).benchmarks(experiment, "csv"),
                        list(rows[0]), [list(row.values()) for row in rows])
 
 
 def write_run(results, experiments=("default",), selected="default", untrained=False, deployed=("default",)):
     """A whole run's results: data summaries, backbone, models, the selection, deployments."""
-    atomic.write_json(os.path.join(results, "data", "structure_summary.json"),
+    atomic.write_json(Layout(results).structure_summary(),
                       {"classes": dict.fromkeys(LABELS, 40), "images": 120, "rejects": 2, "duplicates": 1,
                        "rejects_by_reason": {}})
-    atomic.write_json(os.path.join(results, "data", "split_summary.json"),
+    atomic.write_json(Layout(results).split_summary(),
                       {"train": dict.fromkeys(LABELS, 27), "validation": dict.fromkeys(LABELS, 3),
                        "test": dict.fromkeys(LABELS, 10)})
-    atomic.write_json(os.path.join(results, "backbone", "backbone.json"),
+    atomic.write_json(Layout(results).backbone_json(),
                       {"bottleneck_size": 2048, "untrained": untrained, "note": note(untrained)})
     paths, labels, hashes, names = write_test_split(results)
     candidates = {}
@@ -163,7 +162,7 @@ def write_run(results, experiments=("default",), selected="default", untrained=F
                     settings=settings)
         candidates[experiment] = accuracy[0]
     if selected:
-        atomic.write_json(os.path.join(results, "selected.json"),
+        atomic.write_json(Layout(results).selected(),
                           {"experiment": selected, "metric": "cv_accuracy", "value": candidates[selected],
                            "candidates": candidates})
     for experiment in deployed:
