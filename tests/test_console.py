@@ -430,9 +430,11 @@ def test_offline_run_summary(offline_run):
     text = result.stdout
     assert text.startswith("Note: untrained backbone") and "Data: 120 images in 3 classes" in text
     chosen = selected(offline_run)
-    assert re.search(rf"^  \* {re.escape(chosen)} +(head|finetune) +\d\.\d{{4}} +\d\.\d{{4}}$", text, re.MULTILINE), text
+    interval = r"\[\d\.\d{4}, \d\.\d{4}\]"  # a 95% bootstrap interval
+    assert re.search(rf"^  \* {re.escape(chosen)} +(head|finetune) +\d\.\d{{4}} ± \d\.\d{{4}} +\d\.\d{{4}} {interval}$",
+                     text, re.MULTILINE), text
     for precision in ("FP32", "FP16", "INT8"):
-        assert re.search(rf"^  {precision} +CPU +\d\.\d{{4}} +\S+ +[\d.]+ +[\d.]+ +\S+/model.xml$", text,
+        assert re.search(rf"^  {precision} +CPU +\d\.\d{{4}} {interval} +\S+ +[\d.]+ +[\d.]+ +\S+/model.xml$", text,
                          re.MULTILINE), text
     assert f"frozen model ({chosen}): " in text
 

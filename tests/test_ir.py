@@ -170,7 +170,8 @@ def evaluate(exported, precision, tmp_path, reference=None, ir_json=None, **thre
     output = tmp_path / f"{precision}.json"
     evaluation = evaluate_ir.evaluate(ir_json or deployed["json"], exported["head"], deployed["test"],
                                       reference or exported["model"]["predictions"], str(output),
-                                      thresholds.get("min_fp_agreement"), thresholds.get("max_int8_drop"), "FP32")
+                                      thresholds.get("min_fp_agreement"), thresholds.get("max_int8_drop"),
+                                      trained_features="FP32")
     return evaluation, output
 
 
