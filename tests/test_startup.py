@@ -63,7 +63,8 @@ def test_openvino_and_numpy_stages_run_without_tensorflow(blocked, setup, tmp_pa
                 setup["json"], "--settings", settings, "--experiment", "x", "--output-head", str(model / "head.npz"),
                 "--output-history", str(model / "history.csv"), "--output-tensorboard", str(model / "tb"),
                 "--output-metrics", str(model / "metrics.json"), "--output-predictions",
-                str(model / "test_predictions.npz"), "--output-oof", str(model / "oof_predictions.npz"))
+                str(model / "test_predictions.npz"), "--output-oof", str(model / "oof_predictions.npz"),
+                "--evaluation", json.dumps({"bootstrap_samples": 20, "seed": 0}))
     run_blocked(blocked, "scripts.model.select", "--metric", "cv_accuracy", "--output",
                 str(tmp_path / "selected.json"), "--experiments", f"x={model / 'metrics.json'}")
     deployed = tmp_path / "deployed"
