@@ -37,9 +37,9 @@ from int8_ceiling import measure as measure_ceiling  # noqa: E402
 from mobilenet import MOBILENET, MOBILENET_BOTTLENECK, MOBILENET_MEMBER, manifest_rows  # noqa: E402
 
 from scripts.core import atomic, backbones, cpu, images, records  # noqa: E402
-from scripts.core.inference import preprocessed_batches  # noqa: E402
+from scripts.core.inference import load_backbone, preprocessed_batches  # noqa: E402
 from scripts.data import synthetic, tfrecord_shard  # noqa: E402
-from scripts.model import backbone, backbone_ir, bottlenecks  # noqa: E402
+from scripts.model import backbone, backbone_ir  # noqa: E402
 
 ENGINES = {"tensorflow-fp32": None, "openvino-fp32": "FP32", "openvino-fp16": "FP16", "openvino-int8": "INT8"}
 INCEPTION_MIXED8 = os.path.join(os.path.dirname(REPO), "shared", "data", "weights", "inception_v3_mixed8_frozen.pb")
@@ -156,7 +156,7 @@ def main():
                                for example in records.read_examples([record])])
             rates = {}
             for engine, model in models.items():
-                run = bottlenecks.load_backbone(model, info, args.threads)
+                run = load_backbone(model, info, args.threads)
                 infer = inference_rate(run, pixels, args.batch_size)
                 rates[engine] = pipeline_rate(run, record, contract, args.batch_size, args.threads)
                 print(f"{title:40} {engine:16} {infer:10.1f} {rates[engine]:9.1f}", flush=True)

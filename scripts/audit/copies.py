@@ -24,7 +24,7 @@ from PIL import Image, ImageEnhance
 from scripts.audit import pixels
 from scripts.core import atomic, formats, images, records
 from scripts.core.errors import PipelineError, run_cli
-from scripts.core.inference import GraphModel, IrModel, run_over_examples
+from scripts.core.inference import load_backbone, run_over_examples
 
 ORIGINAL = "original"
 
@@ -89,15 +89,6 @@ def copy_examples(examples, descriptors):
             encoded = transform(image)
             descriptors.append(pixels.descriptor(encoded))
             yield {"encoded": encoded, "label": number, "sha256": example["sha256"], "filename": name}
-
-
-def load_backbone(model_path, info, threads):
-    """backbone.pb in TensorFlow, or a backbone .xml in OpenVINO: pixels -> features [N, D]."""
-    if model_path.endswith(".xml"):
-        model = IrModel(model_path, threads)
-    else:
-        model = GraphModel(model_path, info["input_tensor"], info["bottleneck_tensor"], threads)
-    return lambda pixels: model(pixels).reshape(len(pixels), -1)
 
 
 def compute_copies(model_path, backbone_json, tfrecord_paths, output, sample, seed, central_fraction, resize,

@@ -218,3 +218,12 @@ def count_records(tfrecord_paths):
                 handle.seek(length + 4, 1)
                 count += 1
     return count
+
+
+def load_backbone(model_path, info, threads):
+    """backbone.pb in TensorFlow, or a backbone .xml in OpenVINO: pixels -> features [N, D]."""
+    if model_path.endswith(".xml"):
+        model = IrModel(model_path, threads)
+    else:
+        model = GraphModel(model_path, info["input_tensor"], info["bottleneck_tensor"], threads)
+    return lambda pixels: model(pixels).reshape(len(pixels), -1)

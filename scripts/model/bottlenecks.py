@@ -22,16 +22,7 @@ import numpy as np
 
 from scripts.core import atomic, augment, formats, images, records
 from scripts.core.errors import PipelineError, run_cli
-from scripts.core.inference import GraphModel, IrModel, count_records, run_over_examples, run_over_tfrecords
-
-
-def load_backbone(model_path, info, threads):
-    """backbone.pb in TensorFlow, or a backbone .xml in OpenVINO: pixels -> features [N, D]."""
-    if model_path.endswith(".xml"):
-        model = IrModel(model_path, threads)
-    else:
-        model = GraphModel(model_path, info["input_tensor"], info["bottleneck_tensor"], threads)
-    return lambda pixels: model(pixels).reshape(len(pixels), -1)
+from scripts.core.inference import count_records, load_backbone, run_over_examples, run_over_tfrecords
 
 
 def expanded_examples(examples, copies):
