@@ -278,11 +278,7 @@ def gallery_figure(rows, pictures, hashes, total, title, path):
         figure.suptitle(title)
         save_figure(figure, path)
         return
-    columns = min(GALLERY_COLUMNS, len(shown))
-    lines = -(-len(shown) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(2.3 * columns, 2.75 * lines + 0.6), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
+    figure, axes = gallery_grid(plt, len(shown))
     for axis, (index, true, predicted, confidence) in zip(axes.flat, shown):
         picture = pictures.get(str(hashes[index]))
         if picture is None:
@@ -294,6 +290,16 @@ def gallery_figure(rows, pictures, hashes, total, title, path):
     figure.suptitle(title)
     figure.tight_layout()
     save_figure(figure, path)
+
+
+def gallery_grid(plt, count):
+    """A figure of ``count`` image tiles, GALLERY_COLUMNS a line, every axis blank until drawn on."""
+    columns = min(GALLERY_COLUMNS, count)
+    lines = -(-count // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(2.3 * columns, 2.75 * lines + 0.6), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    return figure, axes
 
 
 def gallery(predictions_npz, tfrecord_paths, description_json, outputs, experiment=""):
@@ -378,11 +384,7 @@ def label_issues_gallery(table_csv, tfrecord_paths, shown, path):
         axis.text(0.5, 0.5, "No images to rank.", ha="center", va="center")
         save_figure(figure, path)
         return
-    columns = min(GALLERY_COLUMNS, len(rows))
-    lines = -(-len(rows) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(2.3 * columns, 2.75 * lines + 0.6), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
+    figure, axes = gallery_grid(plt, len(rows))
     for axis, row in zip(axes.flat, rows):
         picture = pictures.get(row["sha256"])
         if picture is None:
