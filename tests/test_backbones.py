@@ -109,6 +109,9 @@ def test_the_real_inception_v3_graph_pools_its_maps_into_two_blocks(tmp_path):
     assert [(block["name"], block["width"], block["offset"], block["pooled"]) for block in info["feature_blocks"]] == \
         [("mixed_8", 1280, 0, True), ("mixed_7", 768, 1280, True)]
     assert info["spatial_tensor"] == "mixed_8:0" and info["spatial_shape"] == [8, 8, 1280]
+    # Both blocks are maps the saliency weighs: mixed_8 (8 x 8) and mixed_7 (17 x 17).
+    assert [(entry["block"], entry["tensor"], entry["offset"], entry["shape"]) for entry in info["spatial_maps"]] == \
+        [("mixed_8", "mixed_8:0", 0, [8, 8, 1280]), ("mixed_7", "mixed_7:0", 1280, [17, 17, 768])]
     pixels = np.random.default_rng(1).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
     features = GraphModel(pb, info["input_tensor"], info["bottleneck_tensor"])(pixels)
     # The project's pooling of each map equals the graph's own pooled outputs (a pooled node not at the end).

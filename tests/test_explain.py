@@ -109,6 +109,8 @@ def test_backbone_records_the_spatial_map(setup, tmp_path):
         info = setup[name]["info"]
         assert info["spatial_tensor"] == "MobilenetV1/MobilenetV1/Conv2d_13_pointwise/Relu6:0"
         assert info["spatial_shape"] == [7, 7, 256]
+    assert [(entry["block"], entry["offset"], entry["shape"]) for entry in setup["extra"]["info"]["spatial_maps"]] == [
+        ("MobilenetV1/Logits/AvgPool_1a/AvgPool", 0, [7, 7, 256]), (EXTRA, 256, [14, 14, 128])]
     assert setup["extra"]["info"]["bottleneck_size"] == 256 + 128
     folder = str(setup["root"] / "mobilenet")
     with pytest.raises(PipelineError, match="backbone.spatial_tensor: the global average"):
@@ -131,12 +133,17 @@ def test_class_activation_map_is_the_logit_decomposition(setup, backbone_name, h
     logits = ((features - head["mean"]) * head["scale"]) @ head["logits_w"] + head["logits_b"]
     if contrast:
         logits = logits - logits.mean(axis=1, keepdims=True)
-    np.testing.assert_allclose(maps.sum(axis=(1, 2)) + rest, logits, rtol=1e-4, atol=1e-4)
-    # The map of one class is one slice of the decomposition, and the spatial block alone
-    # (the extra end point's columns are in `rest`) carries a real share of the logit.
+    shares = sum(part.sum(axis=(1, 2)) for part in maps)
+    np.testing.assert_allclose(shares + rest, logits, rtol=1e-4, atol=1e-4)
+    assert np.abs(shares).max() > 0.1
+    # The extra end point (14 x 14, pooled by the project) is a map of its own: every column is mapped.
+    assert [part.shape[1:3] for part in maps] == ([(7, 7)] if backbone_name == "plain" else [(7, 7), (14, 14)])
+    np.testing.assert_allclose(rest, np.broadcast_to(saliency.linear_weights(head, contrast)[1], rest.shape), rtol=1e-5)
+    # A class's map is the blocks' densities (share per position times positions) on the finest grid.
     chosen = saliency.class_maps(head, features, spatial, np.zeros(len(features), int), contrast)
-    np.testing.assert_allclose(chosen, maps[..., 0], rtol=1e-6)
-    assert np.abs(maps.sum(axis=(1, 2))).max() > 0.1
+    finest = maps[-1].shape[1:3]
+    expected = sum(saliency.resized(part[..., 0] * part.shape[1] * part.shape[2], *finest) for part in maps)
+    np.testing.assert_allclose(chosen, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_gradient_of_a_hidden_layer_head_is_the_numerical_one(setup):

@@ -380,3 +380,27 @@ def test_untrained_inception_v3_uses_the_official_format_and_is_restored(tmp_pat
     with pytest.raises(PipelineError, match="has no end point 'Mixed_9z'"):
         backbone.prepare("inception_v3", str(tmp_path / "unpacked"), str(tmp_path / "c.pb"),
                          str(tmp_path / "c.json"), 299, (-1.0, 1.0), True, None, None, None, ["Mixed_9z"])
+
+
+def test_zoom_out_puts_the_whole_image_on_a_plain_canvas():
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8), "RGB")
+    fills = set()
+    for _ in range(30):
+        canvas = augment.zoom_out(image, rng, 3.0)
+        assert 30 <= canvas.width <= 90 and 20 <= canvas.height <= 60
+        pixels = np.asarray(canvas)
+        # the image is there, whole, at one place; every other pixel is the canvas colour
+        found = [(x, y) for y in range(canvas.height - 19) for x in range(canvas.width - 29)
+                 if np.array_equal(pixels[y:y + 20, x:x + 30], np.asarray(image))]
+        assert len(found) == 1
+        x, y = found[0]
+        rest = pixels.copy()
+        rest[y:y + 20, x:x + 30] = pixels[0, 0] if (x, y) != (0, 0) else pixels[-1, -1]
+        assert len(np.unique(rest.reshape(-1, 3), axis=0)) == 1
+        fills.add(tuple(rest[0, 0]))
+    assert {(255, 255, 255), (0, 0, 0)} <= fills and len(fills) > 3  # white, black and random colours
+    settings = {**augment.NO_AUGMENTATION, "zoom_out": 2.0}
+    assert augment.augmented_image(image, np.random.default_rng(0), settings).size != image.size
+    assert augment.augmented_image(image, np.random.default_rng(0), augment.NO_AUGMENTATION).size == image.size

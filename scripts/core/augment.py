@@ -11,13 +11,18 @@ Augmentation settings (config ``augment``; every key optional):
     rotate90: bool      a rotation by a random multiple of 90 degrees
     crop: float         keep a random box of this fraction of each side or more (1.0: none)
     color_jitter: float brightness, contrast and saturation factors in [1 - s, 1 + s]
+    zoom_out: float     put the image at a random place on a plain canvas of up to this many
+                        times its width and height (1.0: none); the canvas white, black or a
+                        random colour. A head trained so learns that blank surroundings carry
+                        no class, so an object pasted into a larger blank image is still
+                        classified by, and its saliency map found on, the object.
 """
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from scripts.core import images
 
-NO_AUGMENTATION = {"flip": False, "rotate90": False, "crop": 1.0, "color_jitter": 0.0}
+NO_AUGMENTATION = {"flip": False, "rotate90": False, "crop": 1.0, "color_jitter": 0.0, "zoom_out": 1.0}
 # The dihedral views of a square image: rotations by k * 90 degrees, then the same mirrored.
 DIHEDRAL_VIEWS = 8
 
@@ -36,6 +41,17 @@ def jitter_colours(image, rng, strength):
     return image
 
 
+def zoom_out(image, rng, scale):
+    """The image at a random place on a canvas of 1 to ``scale`` times its sides, of one plain colour."""
+    width = round(image.width * rng.uniform(1.0, scale))
+    height = round(image.height * rng.uniform(1.0, scale))
+    kind = int(rng.integers(0, 3))
+    fill = ((255, 255, 255), (0, 0, 0), tuple(int(value) for value in rng.integers(0, 256, 3)))[kind]
+    canvas = Image.new("RGB", (width, height), fill)
+    canvas.paste(image, (int(rng.integers(0, width - image.width + 1)), int(rng.integers(0, height - image.height + 1))))
+    return canvas
+
+
 def augmented_image(image, rng, settings):
     """A random variant of a PIL RGB image (before preprocessing)."""
     settings = {**NO_AUGMENTATION, **(settings or {})}
@@ -52,6 +68,8 @@ def augmented_image(image, rng, settings):
             image = image.transpose((Image.ROTATE_90, Image.ROTATE_180, Image.ROTATE_270)[turns - 1])
     if settings["color_jitter"] > 0:
         image = jitter_colours(image, rng, settings["color_jitter"])
+    if settings["zoom_out"] > 1.0:  # last: a crop or a jitter would not see the canvas
+        image = zoom_out(image, rng, settings["zoom_out"])
     return image
 
 

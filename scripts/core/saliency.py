@@ -1,27 +1,34 @@
 """Saliency maps: where in the image the head finds the evidence for a class.
 
-The head (scripts/core/head.py) sees globally averaged features: the first C of them are
-the mean over the H x W positions of the backbone's spatial map F [H, W, C] (its
-``spatial_tensor`` in backbone.json); extra end points, when there are any, follow.
+The head (scripts/core/head.py) sees globally averaged features. backbone.json's
+``spatial_maps`` lists the feature blocks that are the mean over the H x W positions of a
+4-D map F [H, W, C] (the bottleneck's own map, ``spatial_tensor``, and every block the
+project pools, e.g. Inception's mixed_7 beside mixed_8); other columns have no place.
 
 * A linear head (no hidden layer): the class activation map is exact. With the
-  standardisation folded in, logit_k = features @ W'[:, k] + b'_k, so
-  ``map_k[h, w] = F[h, w, :] @ W'[:C, k] / (H * W)`` sums over the positions to the logit
-  minus a constant: the bias b'_k plus the extra end points' share (they have no place
-  in this map; only the spatial block's columns W'[:C] are used).
+  standardisation folded in, logit_k = features @ W'[:, k] + b'_k, so a block at columns
+  [o, o + C) gives ``map_k[h, w] = F[h, w, :] @ W'[o:o + C, k] / (H * W)``; the blocks'
+  maps summed over their positions are the logit minus a constant (the bias b'_k plus
+  the share of the columns no map covers).
 * A head with a ReLU hidden layer: Grad-CAM. The gradient of the class logit with respect
   to the pooled features, ``alpha = scale * (hidden_w @ (logits_w[:, k] * [z > 0]))``,
-  worked out from head.npz in NumPy, weighs the channels: ``map_k = ReLU(F @ alpha[:C])``.
+  worked out from head.npz in NumPy, weighs each block's channels; the map is the ReLU
+  of their sum.
+
+Blocks of different resolutions are added as densities (``F @ w``, evidence per unit of
+image area: the image-wide mean of a block's density is its share of the logit), each
+upsampled to the finest block's grid: Inception's 17 x 17 mixed_7 sharpens the 8 x 8
+mixed_8, and a head that uses mixed_7 alone is mapped at all.
 
 Softmax probabilities do not change when the same amount is added to every logit, so a
 logit is only defined up to that; with ``contrast`` (the default) class k's logit is
 measured against the mean of all classes' (W'[:, k] minus the mean column), which
 removes what every class shares (e.g. a plain background).
 
-The spatial map comes from the float graph (backbone.pb, or frozen_model.pb with the
-backbone under ``backbone/``) converted to OpenVINO with the features and the map as its
-two outputs, run by scripts/core/inference.IrModel. (OpenVINO's converter drops the
-names of inner tensors, so the deployed IRs cannot be asked for it afterwards.) Maps
+The spatial maps come from the float graph (backbone.pb, or frozen_model.pb with the
+backbone under ``backbone/``) converted to OpenVINO with the features and the maps as its
+outputs, run by scripts/core/inference.IrModel. (OpenVINO's converter drops the
+names of inner tensors, so the deployed IRs cannot be asked for them afterwards.) Maps
 are upsampled over the central crop the network saw and laid over the image.
 """
 import numpy as np
@@ -36,50 +43,63 @@ OVERLAY_OPACITY = 0.5
 
 
 # ------------------------------------------------------------------ the spatial map
+def block_maps(info):
+    """[(offset, tensor)] of backbone.json's blocks that are the global average of a 4-D map."""
+    if "spatial_maps" in info:
+        return [(entry["offset"], entry["tensor"]) for entry in info["spatial_maps"]]
+    return [(0, info["spatial_tensor"])] if info.get("spatial_tensor") else []  # a backbone.json of before
+
+
 def graph_tensors(description):
-    """(input, features, spatial, views) tensor names of a float graph, from backbone.json or model.json."""
+    """(input, features, [(offset, map)], views) tensor names of a float graph, from backbone.json or model.json."""
     if "backbone" in description:  # model.json: the backbone is imported under backbone/, views in front
         info, prefix = description["backbone"], "backbone/"
         input_tensor, views = inference.tensor_name(description.get("input_node", "input")), description["test_time_views"]
     else:
         info, prefix = description, ""
         input_tensor, views = info["input_tensor"], [0]
-    if not info.get("spatial_tensor"):
-        raise PipelineError("the backbone records no spatial_tensor (backbone.json): rebuild it with config key "
-                            "backbone.spatial_tensor set")
-    return input_tensor, prefix + info["bottleneck_tensor"], prefix + info["spatial_tensor"], list(views)
+    maps = block_maps(info)
+    if not maps:
+        raise PipelineError("the backbone records no spatial map (backbone.json spatial_maps): rebuild it with "
+                            "config key backbone.spatial_tensor set")
+    return input_tensor, prefix + info["bottleneck_tensor"], [(offset, prefix + name) for offset, name in maps], list(views)
 
 
-def spatial_graph_def(graph_def, features_tensor, spatial_tensor):
-    """The graph cut after two new end nodes: the features and the spatial map."""
+def spatial_graph_def(graph_def, features_tensor, map_tensors):
+    """The graph cut after new end nodes: the features and each spatial map."""
     tf = tfcompat.tf_v1()
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(graph_def, name="")
         tf.identity(graph.get_tensor_by_name(features_tensor), name=FEATURES_OUTPUT)
-        tf.identity(graph.get_tensor_by_name(spatial_tensor), name=SPATIAL_OUTPUT)
-    return tf.graph_util.extract_sub_graph(graph.as_graph_def(), [FEATURES_OUTPUT, SPATIAL_OUTPUT])
+        for index, name in enumerate(map_tensors):
+            tf.identity(graph.get_tensor_by_name(name), name=f"{SPATIAL_OUTPUT}_{index}")
+    ends = [FEATURES_OUTPUT] + [f"{SPATIAL_OUTPUT}_{index}" for index in range(len(map_tensors))]
+    return tf.graph_util.extract_sub_graph(graph.as_graph_def(), ends)
 
 
 class SpatialModel:
-    """pixels [N, S, S, 3] -> (features [N, D], spatial map [N, H, W, C]) of the image itself (view 0).
+    """pixels [N, S, S, 3] -> (features [N, D], [(offset, map [N, H, W, C])]) of the image itself (view 0).
 
-    An OpenVINO model of a float .pb (backbone.pb or frozen_model.pb) with those two outputs.
+    An OpenVINO model of a float .pb (backbone.pb or frozen_model.pb) with those outputs.
     """
 
     def __init__(self, graph_pb, description, size, threads=1, device="CPU"):
         import openvino as ov
-        input_tensor, features, spatial, self.views = graph_tensors(description)
-        graph_def = spatial_graph_def(inference.load_graph_def(graph_pb), features, spatial)
+        input_tensor, features, maps, self.views = graph_tensors(description)
+        self.offsets = [offset for offset, _ in maps]
+        graph_def = spatial_graph_def(inference.load_graph_def(graph_pb), features, [name for _, name in maps])
         model = ov.convert_model(graph_def, input=[-1, size, size, 3])
         names = {name for output in model.outputs for name in output.get_names()}
-        outputs = [next(name for name in names if name.split(":")[0] == node) for node in (FEATURES_OUTPUT, SPATIAL_OUTPUT)]
+        nodes = [FEATURES_OUTPUT] + [f"{SPATIAL_OUTPUT}_{index}" for index in range(len(maps))]
+        outputs = [next(name for name in names if name.split(":")[0] == node) for node in nodes]
         self.model = inference.IrModel(model, threads, device, outputs)
 
     def __call__(self, pixels):
-        features, spatial = self.model(pixels)
+        features, *maps = self.model(pixels)
         step = len(self.views)  # a frozen model runs every view of an image as one batch, view 0 first
-        return features.reshape(len(features), -1)[::step], spatial[::step]
+        return features.reshape(len(features), -1)[::step], [(offset, spatial[::step])
+                                                             for offset, spatial in zip(self.offsets, maps)]
 
 
 # ------------------------------------------------------------------ the head's weights
@@ -105,34 +125,56 @@ def logit_gradients(head, features, contrast=True):
     return head["scale"][None, :, None] * np.einsum("du,nu,uk->ndk", head["hidden_w"], active, logits_w)
 
 
-def check_head(head, features, spatial):
+def check_head(head, features, maps):
     """One line when the head does not fit these features."""
     if head["mean"].shape[0] != features.shape[1]:
         raise PipelineError(f"head: {head['mean'].shape[0]} features, the backbone gives {features.shape[1]}")
-    if spatial.shape[-1] > features.shape[1]:
-        raise PipelineError(f"spatial map of {spatial.shape[-1]} channels, more than the {features.shape[1]} features")
+    for offset, spatial in maps:
+        if offset + spatial.shape[-1] > features.shape[1]:
+            raise PipelineError(f"spatial map of {spatial.shape[-1]} channels at column {offset}: beyond the "
+                                f"{features.shape[1]} features")
 
 
-def linear_decomposition(head, features, spatial, contrast=True):
-    """A linear head's exact maps [N, H, W, K] and the rest [N, K]: maps summed over H, W + rest = logits."""
-    check_head(head, features, spatial)
+def mapped_columns(maps, width):
+    """A mask [width] of the feature columns some spatial map accounts for."""
+    mask = np.zeros(width, bool)
+    for offset, spatial in maps:
+        mask[offset:offset + spatial.shape[-1]] = True
+    return mask
+
+
+def linear_decomposition(head, features, maps, contrast=True):
+    """A linear head's exact maps, one [N, H, W, K] per block, and the rest [N, K]:
+    the maps summed over their positions + the rest = the logits."""
+    check_head(head, features, maps)
     weights, bias = linear_weights(head, contrast)
-    channels = spatial.shape[-1]
-    maps = spatial @ weights[:channels] / (spatial.shape[1] * spatial.shape[2])
-    rest = bias + features[:, channels:] @ weights[channels:]
-    return maps, rest
+    parts = [spatial @ weights[offset:offset + spatial.shape[-1]] / (spatial.shape[1] * spatial.shape[2])
+             for offset, spatial in maps]
+    unmapped = ~mapped_columns(maps, features.shape[1])
+    return parts, bias + features[:, unmapped] @ weights[unmapped]
 
 
-def class_maps(head, features, spatial, classes, contrast=True):
-    """The map [N, H, W] of class ``classes[n]`` for each image: CAM (linear head) or Grad-CAM (hidden layer)."""
-    check_head(head, features, spatial)
-    classes = np.asarray(classes)
-    if "hidden_w" not in head:
-        maps, _ = linear_decomposition(head, features, spatial, contrast)
-        return maps[np.arange(len(maps)), :, :, classes]
-    channels = spatial.shape[-1]
-    alpha = logit_gradients(head, features, contrast)[np.arange(len(features)), :channels, classes]  # [N, C]
-    return np.maximum(np.einsum("nhwc,nc->nhw", spatial, alpha), 0.0)
+def resized(cells, height, width):
+    """Maps [N, h, w] resized (bilinear) to [N, height, width]."""
+    if cells.shape[1:] == (height, width):
+        return cells
+    return np.stack([np.asarray(Image.fromarray(np.asarray(one, np.float32), "F").resize((width, height), Image.BILINEAR))
+                     for one in cells])
+
+
+def class_maps(head, features, maps, classes, contrast=True):
+    """The map [N, H, W] of class ``classes[n]`` for each image on the finest block's grid: CAM (linear
+    head) or Grad-CAM (hidden layer), the blocks' densities (F @ w per position) added up."""
+    check_head(head, features, maps)
+    index = np.arange(len(features))
+    gradients = logit_gradients(head, features, contrast)[index, :, np.asarray(classes)]  # [N, D]
+    height = max(spatial.shape[1] for _, spatial in maps)
+    width = max(spatial.shape[2] for _, spatial in maps)
+    total = np.zeros((len(features), height, width), np.float32)
+    for offset, spatial in maps:
+        density = np.einsum("nhwc,nc->nhw", spatial, gradients[:, offset:offset + spatial.shape[-1]])
+        total += resized(density, height, width)
+    return total if "hidden_w" not in head else np.maximum(total, 0.0)
 
 
 # ------------------------------------------------------------------ on the image

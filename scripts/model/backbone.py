@@ -16,10 +16,11 @@ What each kind of backbone is (input size, scopes, untrained form) is in the reg
 scripts/core/backbones.py; this module holds the TensorFlow code of each loader.
 
 ``spatial_tensor`` in backbone.json names the feature map [N, H, W, C] whose global
-average is the bottleneck (the first C feature columns): saliency maps
-(scripts/core/saliency.py) weigh its channels. A checkpoint kind: its registry entry's
-``spatial_map`` (Inception V3: Mixed_7c); a frozen graph: config ``backbone.spatial_tensor``,
-or else the map the bottleneck is pooled from (the bottleneck itself when it is a 4-D map).
+average is the bottleneck (the first C feature columns). A checkpoint kind: its registry
+entry's ``spatial_map`` (Inception V3: Mixed_7c); a frozen graph: config
+``backbone.spatial_tensor``, or else the map the bottleneck is pooled from (the bottleneck
+itself when it is a 4-D map). ``spatial_maps`` lists it and every other block pooled here
+(block, tensor, offset, [H, W, C]): saliency maps (scripts/core/saliency.py) weigh their channels.
 
 Entry points:
     python -m scripts.model.backbone untrained --output inception_v3_untrained.tar.gz --seed 0 --size 299
@@ -265,6 +266,18 @@ def check_spatial(graph_def, input_tensor, output, spatial, input_size, configur
     return None, None
 
 
+def spatial_maps(graph_def, input_tensor, blocks, spatial, spatial_shape, input_size):
+    """The blocks that are a 4-D map's global average: the checked bottleneck map, then each block pooled here."""
+    maps = [{"block": blocks[0]["name"], "tensor": spatial, "offset": 0, "shape": spatial_shape}] if spatial else []
+    pooled = [block for block in blocks[1:] if block.get("pooled")]
+    if pooled:
+        pixels = np.zeros((1, input_size, input_size, 3), np.float32)
+        values = GraphModel(graph_def, input_tensor, [block["tensor"] for block in pooled])(pixels)
+        maps += [{"block": block["name"], "tensor": block["tensor"], "offset": block["offset"],
+                  "shape": [int(size) for size in value.shape[1:]]} for block, value in zip(pooled, values)]
+    return maps
+
+
 def prepare(kind, source, output_pb, output_json, input_size, input_range, untrained,
             graph_member, input_tensor, bottleneck_tensor, extra_endpoints, spatial_tensor=None):
     """Write backbone.pb and backbone.json from a checkpoint or a frozen graph; return the feature width."""
@@ -286,6 +299,7 @@ def prepare(kind, source, output_pb, output_json, input_size, input_range, untra
                             f"the graph {width} (a block of unknown shape?)")
     # Inception V3's PreLogits is Mixed_7c's global average at sizes up to 299 only: beyond, no map is recorded.
     spatial, spatial_shape = check_spatial(graph_def, input_tensor, output, spatial, input_size, configured)
+    maps = spatial_maps(graph_def, input_tensor, blocks, spatial, spatial_shape, input_size)
     atomic.write_bytes(output_pb, graph_def.SerializeToString(deterministic=True))
     atomic.write_json(output_json, {
         "kind": kind,
@@ -296,6 +310,7 @@ def prepare(kind, source, output_pb, output_json, input_size, input_range, untra
         "feature_blocks": blocks,
         "spatial_tensor": spatial,
         "spatial_shape": spatial_shape,
+        "spatial_maps": maps,
         "input_size": input_size,
         "input_range": [float(value) for value in input_range],
         "untrained": bool(untrained),

@@ -235,7 +235,7 @@ VARIANTS = {
 
 def augment_name(augment):
     """aug-<hash> of the settings that make the augmented training copies."""
-    keys = ("copies", "flip", "rotate90", "crop", "color_jitter", "seed")
+    keys = ("copies", "flip", "rotate90", "crop", "color_jitter", "zoom_out", "seed")
     text = json.dumps({key: augment[key] for key in keys}, sort_keys=True)
     return f"aug-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
@@ -380,7 +380,7 @@ def finetune_settings(experiment):
     }
     augment = {
         key: chosen["augment"][key]
-        for key in ("flip", "rotate90", "crop", "color_jitter")
+        for key in ("flip", "rotate90", "crop", "color_jitter", "zoom_out")
     }
     return json.dumps({**finetune, "augment": augment}, sort_keys=True)
 
