@@ -166,17 +166,30 @@ def load(port, batch, requests, concurrency):
             sum(e for _, e in results))
 
 
-def served_table(port, images, batches, concurrencies, count):
-    """{batch: best images/s over the concurrencies}, printing a row per (batch, concurrency)."""
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (its threads included)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served_table(port, server_pid, images, batches, concurrencies, count):
+    """{batch: best images/s over the concurrencies}, printing a row per (batch, concurrency) with the
+    CPU time per image of the server (model included) and of this process (the client)."""
     best = {}
-    print("batch  concurrency  requests  images/s  p50 ms/request  p99 ms/request  errors")
+    print("batch  concurrency  requests  images/s  p50 ms/request  p99 ms/request  errors  "
+          "server CPU ms/image  client CPU ms/image")
     for size in batches:
         batch = images[np.arange(size) % len(images)]
         for concurrency in concurrencies:
             requests = max(concurrency, -(-count // size))  # about ``count`` images, every client busy
+            server_before, client_before = cpu_seconds(server_pid), sum(os.times()[:2])
             fps, p50, p99, errors = load(port, batch, requests, concurrency)
+            server_ms = (cpu_seconds(server_pid) - server_before) * 1000 / (requests * size)
+            client_ms = (sum(os.times()[:2]) - client_before) * 1000 / (requests * size)
             best[size] = max(best.get(size, 0.0), fps)
-            print(f"{size:5d}  {concurrency:11d}  {requests:8d}  {fps:8.1f}  {p50:14.1f}  {p99:14.1f}  {errors:6d}")
+            print(f"{size:5d}  {concurrency:11d}  {requests:8d}  {fps:8.1f}  {p50:14.1f}  {p99:14.1f}  {errors:6d}  "
+                  f"{server_ms:19.2f}  {client_ms:19.2f}")
     return best
 
 
@@ -227,12 +240,13 @@ def main():
         paths = real_images()
         images = np.stack([preprocess_image(path, contract) for path in paths[:max(args.batch)]])
         stage, requests_in_flight = stage_throughput(xml, args.seconds)
-        print(f"benchmark stage (throughput mode, {requests_in_flight} requests): {stage:.1f} images/s")
+        print(f"benchmark stage (throughput mode, {requests_in_flight} requests): {stage:.1f} images/s "
+              f"({os.cpu_count()} cores: {os.cpu_count() * 1000 / stage:.2f} CPU ms/image)")
         port = free_port()
         with open(os.path.join(temp, "server.log"), "w") as log:
             server = start_server(xml, port, log)
             try:
-                best = served_table(port, images, args.batch, args.concurrency, args.images)
+                best = served_table(port, server.pid, images, args.batch, args.concurrency, args.images)
                 after = stage_throughput(xml, args.seconds)[0]  # the machine's load may have changed
                 print(f"benchmark stage after the served run: {after:.1f} images/s")
                 stage = (stage + after) / 2
