@@ -377,8 +377,8 @@ def serve(models, host="127.0.0.1", port=8080, max_body_bytes=20_000_000):
 
 def keep_freed_buffers():
     """glibc hands a freed buffer over 128 KB back to the kernel, so every request body (600 KB an image
-    at 224 x 224) and its copies were page-faulted in afresh: ~100 faults and 0.4 ms of system time per
-    image. Buffers up to 32 MB (glibc's largest threshold) now come from the heap, which keeps them."""
+    at 224 x 224) and its copies were page-faulted in afresh: 100 to 200 faults and ~0.4 ms of system
+    time per image. Buffers up to 32 MB (glibc's largest threshold) now come from the heap, which keeps them."""
     import ctypes
     import ctypes.util
     try:
