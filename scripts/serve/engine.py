@@ -50,6 +50,8 @@ class AsyncIr:
 
     async def infer_batch(self, batch):
         """Outputs [N, ...] of inputs [N, ...]: the images go over the requests at once."""
+        if len(batch) == 1:  # the common case, without a task per image
+            return await self.infer(batch)
         outputs = await asyncio.gather(*(self.infer(batch[index:index + 1]) for index in range(len(batch))))
         return np.concatenate(outputs)
 
