@@ -68,7 +68,9 @@ def predict(args, folder, work):
                "--explain", os.path.join(work, "overlays"), "--json", out_json, "--top-k", "1", folder]
     if args.explain_graph:
         command += ["--explain-graph", os.path.abspath(args.explain_graph)]
-    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"predict failed:\n{run.stderr[-3000:]}")
     with open(out_json, encoding="utf-8") as handle:
         entries = json.load(handle)["predictions"]
     return {os.path.abspath(entry["path"]): (entry["label"], entry["explanation"]["peak"]) for entry in entries}
