@@ -112,12 +112,14 @@ def _flat(tf, tensor):
 
 
 def feature_output(tf, blocks):
-    """The features of (name, tensor) blocks side by side, and each block's record (name, tensor, width, offset)."""
+    """The features of (name, tensor) blocks side by side, and each block's record (name, tensor, width,
+    offset, pooled, shape: the tensor's own, batch left out)."""
     records, offset = [], 0
     for name, tensor in blocks:
         pooled = _spatial_size(tensor) > 1
         width = int(tensor.shape[-1]) if pooled else int(np.prod(tensor.shape[1:]))
-        records.append({"name": name, "tensor": tensor.name, "width": width, "offset": offset, "pooled": pooled})
+        records.append({"name": name, "tensor": tensor.name, "width": width, "offset": offset, "pooled": pooled,
+                        "shape": [None if size is None else int(size) for size in tensor.shape[1:]]})
         offset += width
     first = blocks[0][1]
     if len(blocks) == 1 and _spatial_size(first) == 1:
@@ -266,16 +268,11 @@ def check_spatial(graph_def, input_tensor, output, spatial, input_size, configur
     return None, None
 
 
-def spatial_maps(graph_def, input_tensor, blocks, spatial, spatial_shape, input_size):
+def spatial_maps(blocks, spatial, spatial_shape):
     """The blocks that are a 4-D map's global average: the checked bottleneck map, then each block pooled here."""
     maps = [{"block": blocks[0]["name"], "tensor": spatial, "offset": 0, "shape": spatial_shape}] if spatial else []
-    pooled = [block for block in blocks[1:] if block.get("pooled")]
-    if pooled:
-        pixels = np.zeros((1, input_size, input_size, 3), np.float32)
-        values = GraphModel(graph_def, input_tensor, [block["tensor"] for block in pooled])(pixels)
-        maps += [{"block": block["name"], "tensor": block["tensor"], "offset": block["offset"],
-                  "shape": [int(size) for size in value.shape[1:]]} for block, value in zip(pooled, values)]
-    return maps
+    return maps + [{"block": block["name"], "tensor": block["tensor"], "offset": block["offset"], "shape": block["shape"]}
+                   for block in blocks[1:] if block["pooled"]]
 
 
 def prepare(kind, source, output_pb, output_json, input_size, input_range, untrained,
@@ -299,7 +296,7 @@ def prepare(kind, source, output_pb, output_json, input_size, input_range, untra
                             f"the graph {width} (a block of unknown shape?)")
     # Inception V3's PreLogits is Mixed_7c's global average at sizes up to 299 only: beyond, no map is recorded.
     spatial, spatial_shape = check_spatial(graph_def, input_tensor, output, spatial, input_size, configured)
-    maps = spatial_maps(graph_def, input_tensor, blocks, spatial, spatial_shape, input_size)
+    maps = spatial_maps(blocks, spatial, spatial_shape)
     atomic.write_bytes(output_pb, graph_def.SerializeToString(deterministic=True))
     atomic.write_json(output_json, {
         "kind": kind,
