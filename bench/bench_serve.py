@@ -41,14 +41,14 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from scripts.core import atomic, formats  # noqa: E402
+from scripts.core import atomic, backbones, formats  # noqa: E402
 from scripts.core.inference import compile_ir  # noqa: E402
 from scripts.core.model_contract import model_contract  # noqa: E402
 from scripts.deploy import benchmark, ir  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
-MOBILENET = {"member": "mobilenet_v1_0.25_224/frozen_graph.pb", "input": "input", "size": 224,
-             "bottleneck": "MobilenetV1/Logits/AvgPool_1a/AvgPool", "calibration": 100}
+MOBILENET = backbones.PRESETS["mobilenet_v1_025_224"]  # graph member, tensors, size, range: the pipeline's
+CALIBRATION_IMAGES = 100
 
 
 def real_images():
@@ -83,14 +83,14 @@ def mobilenet_int8_ir(tgz, folder):
     from scripts.core.images import preprocess_image, preprocessing_contract
     from scripts.model import backbone, backbone_ir
     with tarfile.open(tgz) as archive:
-        archive.extract(MOBILENET["member"], os.path.join(folder, "tgz"), filter="data")
-    pb, size = os.path.join(folder, "backbone.pb"), MOBILENET["size"]
+        archive.extract(MOBILENET["graph_member"], os.path.join(folder, "tgz"), filter="data")
+    pb, size = os.path.join(folder, "backbone.pb"), MOBILENET["input_size"]
     width = backbone.prepare("frozen_graph", os.path.join(folder, "tgz"), pb, os.path.join(folder, "backbone.json"),
-                             size, [-1.0, 1.0], False, MOBILENET["member"], MOBILENET["input"],
-                             MOBILENET["bottleneck"], [])
-    contract = preprocessing_contract(size, [-1.0, 1.0], 1.0, "bilinear")
+                             size, MOBILENET["input_range"], False, MOBILENET["graph_member"],
+                             MOBILENET["input_tensor"], MOBILENET["bottleneck_tensor"], [])
+    contract = preprocessing_contract(size, MOBILENET["input_range"], 1.0, "bilinear")
     images = real_images()
-    chosen = images[::max(1, len(images) // MOBILENET["calibration"])][:MOBILENET["calibration"]]  # every class
+    chosen = images[::max(1, len(images) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]  # every class
     calibration = [preprocess_image(path, contract)[None] for path in chosen]
     model = backbone_ir.quantize(ov.convert_model(pb, input=[-1, size, size, 3]), calibration)
     formats.write_ir(model, os.path.join(folder, "backbone.xml"))
